@@ -1,0 +1,66 @@
+# Everything a fresh machine needs, in two commands:
+#   make test   installs what is missing, builds, runs GoogleTest (ctest) then pytest
+#   make demo   installs what is missing, builds, runs the router in front of simulated engines
+# A second run only rebuilds what changed (the build folder is kept in build/py).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+BUILD  := build/py
+STAMP  := $(VENV)/.vllm-router-installed
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+
+DEB_PACKAGES := libboost1.81-dev libsimdjson-dev libtomlplusplus-dev libgtest-dev tmux
+BENCH_DEB_PACKAGES := wrk nginx-light
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The C++ sources, the build description and the package metadata: a change to any of them
+# rebuilds the extension; Python sources need no rebuild (editable install).
+BUILD_INPUTS := CMakeLists.txt pyproject.toml $(shell find cpp tests/cpp -type f 2>/dev/null)
+
+.PHONY: all test cpp-test py-test demo deps bench-deps build clean
+
+all: build
+
+# Debian packages: checked on every run (cheap), installed only when one is missing.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Build tools go into the venv so that the editable install can build without isolation and
+# keep its CMake folder between runs.
+$(VENV)/.tools: $(BIN)/python
+	$(BIN)/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" ninja
+	touch $@
+
+$(STAMP): $(VENV)/.tools $(BUILD_INPUTS) | deps
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(BIN)/python -m pip install -q --no-build-isolation \
+	  -Cbuild-dir=$(BUILD) -Ccmake.define.VLLM_ROUTER_TESTS=ON -e ".[test]"
+	touch $@
+
+build: deps $(STAMP)
+
+cpp-test: build
+	cd $(BUILD) && $(abspath $(BIN))/ctest --output-on-failure -j2 --timeout 300
+
+py-test: build
+	$(BIN)/python -m pytest -q tests/py
+
+test: cpp-test py-test
+
+demo: build
+	$(BIN)/vllm-router demo
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,123 @@
+// The router's configuration: the TOML file of SPEC §2 read into typed structs, and every rule
+// that a value must satisfy. Parsing never stops at the first problem: each error carries the
+// file, line and column of the offending key or value and a sentence an operator understands.
+// The same rule table validates a Config assembled elsewhere (command-line overrides,
+// --static-backends), so a rule is written once.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vllm_router {
+
+struct UrlParts {
+    std::string scheme;     // "http" or "https"
+    std::string host;       // without brackets for IPv6
+    std::uint16_t port = 0; // explicit or the scheme's default
+    std::string base_path;  // "" or "/prefix" without a trailing slash
+};
+
+// Parses "http(s)://host[:port][/path]". On failure returns nullopt and sets `why`.
+std::optional<UrlParts> parse_url(std::string_view url, std::string* why = nullptr);
+
+// Scheme, lower-case host, port and path: two URLs with the same canonical form are one server.
+std::string canonical_url(const UrlParts& parts);
+
+struct ServerConfig {
+    std::string url;
+    UrlParts parts;
+    int max_concurrent_requests = 3;
+    std::vector<std::string> models;  // empty: discovered from the server's /v1/models
+    double weight = 1.0;
+    std::string api_key;              // sent upstream as "Authorization: Bearer ..." when set
+    int line = 0;                     // where the entry was declared (0: not from a file)
+    int column = 0;
+};
+
+// The [config] table. Each member has an entry in setting_specs() with its rule.
+struct Settings {
+    double health_check_interval = 10;
+    double health_check_timeout = 5;
+    double health_check_min_success_rate = 0.8;
+    double health_check_max_response_time = 3.0;
+    std::int64_t health_check_window_size = 10;
+    std::int64_t health_check_consecutive_failures = 3;
+    bool enable_active_health_check = true;
+    std::int64_t failure_threshold = 2;
+    double auto_recovery_threshold = 60;
+    double config_reload_interval = 30;
+    double request_timeout = 120;
+    // Beyond SPEC §2: the longest silence tolerated inside a stream once it has started, and how
+    // long a graceful stop waits for in-flight requests.
+    double stream_idle_timeout = 300;
+    double drain_timeout = 30;
+    std::int64_t max_retries = 3;
+    double retry_delay = 0.1;
+    double engine_stats_interval = 1;
+    double request_stats_window = 60;
+    std::string routing_logic = "least-load";
+    std::string session_key = "x-session-id";
+    double max_request_body_mb = 64;
+};
+
+struct Config {
+    std::vector<ServerConfig> servers;
+    Settings settings;
+};
+
+struct ConfigError {
+    std::string source;  // file name, or where the value came from ("--static-backends")
+    int line = 0;        // 1-based; 0 when the value did not come from a file
+    int column = 0;
+    std::string key;     // dotted path of the offending key, e.g. "servers[1].url"
+    std::string message;
+
+    // "servers.toml:3:7: servers[0].url: url must start with http:// or https://"
+    std::string to_string() const;
+};
+
+struct ConfigResult {
+    Config config;
+    std::vector<ConfigError> errors;
+    bool ok() const { return errors.empty(); }
+};
+
+enum class SettingType { number, integer, boolean, string };
+
+// One [config] key: its name, type and a sentence describing its rule (for docs and check-config).
+struct SettingSpec {
+    std::string_view name;
+    SettingType type;
+    std::string_view rule;
+};
+
+const std::vector<SettingSpec>& setting_specs();
+
+// The keys allowed inside one entry of [servers].servers.
+const std::vector<std::string_view>& server_keys();
+
+// The routing policies the router implements today.
+const std::vector<std::string_view>& routing_logics();
+
+// A setting's value rendered for display ("10", "0.8", "true", "least-load").
+std::string setting_value(const Settings& settings, std::string_view name);
+
+// Reads a TOML document. `source` names it in error messages.
+ConfigResult parse_config(std::string_view toml_text, std::string_view source = "<string>");
+
+// Reads a file; an unreadable file is one error at line 0.
+ConfigResult load_config_file(const std::string& path);
+
+// Checks an assembled Config against every rule (values, URLs, duplicates) and, when
+// `require_servers`, that it names at least one server. Errors carry no position.
+std::vector<ConfigError> validate_config(const Config& config, bool require_servers,
+                                         std::string_view source = "effective configuration");
+
+// The candidate nearest to `word` by edit distance, if it is close enough to be a likely typo.
+std::optional<std::string> closest_match(std::string_view word,
+                                         const std::vector<std::string_view>& candidates);
+
+}  // namespace vllm_router

@@ -1,0 +1,69 @@
+// The fleet as the data plane sees it: an immutable snapshot of the servers (their settings,
+// models and health) that the control plane replaces atomically, plus per-server counters that
+// live outside the snapshot so that they survive every swap (state is kept per URL).
+// Selection policies are pure functions over a snapshot, so they are tested without sockets.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.hpp"
+
+namespace vllm_router {
+
+// Counters the data plane updates without locks; one per server URL for the router's life.
+struct BackendState {
+    explicit BackendState(std::string url) : url(std::move(url)) {}
+    const std::string url;
+    std::atomic<int> in_flight{0};
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> failures{0};          // connect/timeout/5xx attempts
+    std::atomic<int> consecutive_failures{0};        // reset by a success
+};
+
+struct FleetMember {
+    std::shared_ptr<BackendState> state;
+    ServerConfig config;
+    std::vector<std::string> models;  // configured, else discovered
+    bool models_known = false;        // configured, or discovery answered
+    bool healthy = true;
+    // Scraped from the server's /metrics (0 until a scrape succeeds).
+    double running = 0;
+    double waiting = 0;
+
+    bool serves(std::string_view model) const;
+};
+
+struct Fleet {
+    std::vector<FleetMember> members;
+
+    // Models served by healthy members, sorted and deduplicated.
+    std::vector<std::string> healthy_models() const;
+    // Is the model served by any member at all (healthy or not)?
+    bool knows_model(std::string_view model) const;
+};
+
+// What a policy may look at besides the fleet.
+struct SelectionInput {
+    std::string_view model;        // "" when the request names none
+    std::uint64_t random = 0;      // a fresh random number, for tie-breaking
+};
+
+// The members a request may go to: healthy, serving the model, not already tried.
+std::vector<std::size_t> eligible_members(const Fleet& fleet, std::string_view model,
+                                          const std::vector<std::size_t>& exclude);
+
+// least-load: lowest (running*3 + waiting) / (capacity * weight), where running is the larger of
+// the router's own in-flight count (fresh) and the scraped one; ties at random.
+// Returns an index into `candidates`; candidates must not be empty.
+std::size_t pick_least_load(const Fleet& fleet, const std::vector<std::size_t>& candidates,
+                            std::uint64_t random);
+
+// The least-load score of one member (lower is better); exposed for tests and /load-stats.
+double load_score(const FleetMember& member);
+
+}  // namespace vllm_router

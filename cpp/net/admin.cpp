@@ -1,0 +1,190 @@
+// The router's own endpoints: /, /version, /v1/models, /health, /load-stats. They answer from
+// the fleet snapshot and the router's counters, never with an upstream call.
+#include <chrono>
+#include <ctime>
+
+#include "core/json_util.hpp"
+#include "net/router_impl.hpp"
+
+namespace vllm_router {
+namespace {
+
+double uptime_seconds(const RouterShared& shared) {
+    return std::chrono::duration<double>(steady_clock::now() - shared.started).count();
+}
+
+std::string iso_now() {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    return buf;
+}
+
+// healthy >= 80 % of servers up, degraded >= 50 %, unhealthy below, no_servers without any.
+std::string_view fleet_status(std::size_t healthy, std::size_t total) {
+    if (total == 0) return "no_servers";
+    const double share = static_cast<double>(healthy) / static_cast<double>(total);
+    if (share >= 0.8) return "healthy";
+    if (share >= 0.5) return "degraded";
+    return "unhealthy";
+}
+
+std::size_t healthy_count(const Fleet& fleet) {
+    std::size_t n = 0;
+    for (const auto& m : fleet.members) n += m.healthy ? 1 : 0;
+    return n;
+}
+
+void append_string_list(std::string& out, const std::vector<std::string>& items) {
+    out += '[';
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i) out += ',';
+        append_json_string(out, items[i]);
+    }
+    out += ']';
+}
+
+LocalAnswer root_answer(const RouterShared& shared, const Fleet& fleet) {
+    std::string out = "{\"service\":\"vllm-router\",\"version\":";
+    append_json_string(out, shared.options.version);
+    out += ",\"status\":";
+    append_json_string(out, fleet_status(healthy_count(fleet), fleet.members.size()));
+    out += ",\"uptime_seconds\":" + json_number(uptime_seconds(shared), 1);
+    out += ",\"endpoints\":[\"/\",\"/version\",\"/health\",\"/load-stats\",\"/v1/models\","
+           "\"/v1/chat/completions\",\"/v1/completions\",\"/v1/embeddings\",\"/v1/responses\","
+           "\"/v1/rerank\",\"/v1/score\",\"/v1/audio/*\",\"/tokenize\",\"/detokenize\",\"/rerank\","
+           "\"/score\",\"/pooling\",\"/classify\"]}";
+    return {200, std::move(out)};
+}
+
+LocalAnswer models_answer(const RouterShared& shared, const Fleet& fleet) {
+    const auto created = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch() -
+                             std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                 steady_clock::now() - shared.started))
+                             .count();
+    std::string out = "{\"object\":\"list\",\"data\":[";
+    bool first = true;
+    for (const auto& id : fleet.healthy_models()) {
+        if (!first) out += ',';
+        first = false;
+        out += "{\"id\":";
+        append_json_string(out, id);
+        out += ",\"object\":\"model\",\"created\":" + std::to_string(created) + ",\"owned_by\":\"vllm-router\"}";
+    }
+    out += "]}";
+    return {200, std::move(out)};
+}
+
+LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
+    const std::size_t total = fleet.members.size();
+    const std::size_t healthy = healthy_count(fleet);
+    const auto& s = shared.settings;
+    std::string out = "{\"status\":";
+    append_json_string(out, fleet_status(healthy, total));
+    out += ",\"health_score\":" + json_number(total ? static_cast<double>(healthy) / total : 0.0);
+    out += ",\"total_servers\":" + std::to_string(total);
+    out += ",\"healthy_servers\":" + std::to_string(healthy);
+    out += ",\"unhealthy_servers\":" + std::to_string(total - healthy);
+    out += ",\"servers\":[";
+    for (std::size_t i = 0; i < total; ++i) {
+        const auto& m = fleet.members[i];
+        if (i) out += ',';
+        const auto requests = m.state->requests.load();
+        const auto failures = m.state->failures.load();
+        out += "{\"url\":";
+        append_json_string(out, m.config.url);
+        out += ",\"healthy\":";
+        out += m.healthy ? "true" : "false";
+        out += ",\"state\":";
+        out += shared.stopping ? "\"draining\"" : m.healthy ? "\"healthy\"" : "\"unhealthy\"";
+        out += ",\"last_check\":null";
+        out += ",\"consecutive_failures\":" + std::to_string(m.state->consecutive_failures.load());
+        out += ",\"success_rate\":" + json_number(requests ? 1.0 - static_cast<double>(failures) / requests : 1.0);
+        out += ",\"avg_response_time\":null,\"last_response_time\":null,\"total_checks\":0";
+        out += ",\"supported_models\":";
+        append_string_list(out, m.models);
+        out += '}';
+    }
+    out += "],\"config\":{";
+    out += "\"health_check_interval\":" + json_number(s.health_check_interval);
+    out += ",\"health_check_timeout\":" + json_number(s.health_check_timeout);
+    out += ",\"health_check_min_success_rate\":" + json_number(s.health_check_min_success_rate);
+    out += ",\"health_check_max_response_time\":" + json_number(s.health_check_max_response_time);
+    out += ",\"health_check_window_size\":" + std::to_string(s.health_check_window_size);
+    out += ",\"health_check_consecutive_failures\":" + std::to_string(s.health_check_consecutive_failures);
+    out += ",\"enable_active_health_check\":";
+    out += s.enable_active_health_check ? "true" : "false";
+    out += ",\"failure_threshold\":" + std::to_string(s.failure_threshold);
+    out += ",\"auto_recovery_threshold\":" + json_number(s.auto_recovery_threshold);
+    out += "}}";
+    return {healthy > 0 ? 200 : 503, std::move(out)};
+}
+
+LocalAnswer load_stats_answer(const Fleet& fleet) {
+    std::string out = "{\"servers\":[";
+    long total_load = 0, total_capacity = 0;
+    std::size_t healthy = 0;
+    const std::string now = iso_now();
+    for (std::size_t i = 0; i < fleet.members.size(); ++i) {
+        const auto& m = fleet.members[i];
+        const int own = m.state->in_flight.load();
+        const long load = std::max<long>(own, static_cast<long>(m.running));
+        const long capacity = m.config.max_concurrent_requests;
+        total_load += load;
+        total_capacity += capacity;
+        healthy += m.healthy ? 1 : 0;
+        if (i) out += ',';
+        out += "{\"url\":";
+        append_json_string(out, m.config.url);
+        out += ",\"current_load\":" + std::to_string(load);
+        out += ",\"max_capacity\":" + std::to_string(capacity);
+        out += ",\"available_capacity\":" + std::to_string(std::max<long>(0, capacity - load));
+        out += ",\"utilization_percent\":" + json_number(capacity ? 100.0 * load / capacity : 0.0, 1);
+        out += ",\"status\":";
+        out += m.healthy ? "true" : "false";
+        out += ",\"last_updated\":\"" + now + "\"";
+        out += ",\"detailed_metrics\":{\"num_requests_running\":" + json_number(m.running, 0);
+        out += ",\"num_requests_waiting\":" + json_number(m.waiting, 0);
+        out += ",\"kv_cache_usage_perc\":0,\"gpu_cache_usage_perc\":0,\"prefix_cache_hit_rate\":0";
+        out += ",\"router_in_flight\":" + std::to_string(own) + "}}";
+    }
+    out += "],\"summary\":{\"total_servers\":" + std::to_string(fleet.members.size());
+    out += ",\"healthy_servers\":" + std::to_string(healthy);
+    out += ",\"total_active_load\":" + std::to_string(total_load);
+    out += ",\"total_capacity\":" + std::to_string(total_capacity);
+    out += ",\"overall_utilization_percent\":" +
+           json_number(total_capacity ? 100.0 * total_load / total_capacity : 0.0, 1);
+    out += "}}";
+    return {200, std::move(out)};
+}
+
+}  // namespace
+
+std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb method, std::string_view path) {
+    enum class Page { root, version, models, health, load_stats };
+    Page page;
+    if (path == "/") page = Page::root;
+    else if (path == "/version") page = Page::version;
+    else if (path == "/v1/models") page = Page::models;
+    else if (path == "/health") page = Page::health;
+    else if (path == "/load-stats") page = Page::load_stats;
+    else return std::nullopt;
+
+    if (method != http::verb::get && method != http::verb::head) {
+        return LocalAnswer{405, openai_error_body(405, "use GET for " + std::string(path), "invalid_request_error")};
+    }
+    const auto fleet = shared.fleet.get();
+    switch (page) {
+    case Page::root: return root_answer(shared, *fleet);
+    case Page::version: return LocalAnswer{200, "{\"version\":" + json_string(shared.options.version) + "}"};
+    case Page::models: return models_answer(shared, *fleet);
+    case Page::health: return health_answer(shared, *fleet);
+    case Page::load_stats: return load_stats_answer(*fleet);
+    }
+    return std::nullopt;
+}
+
+}  // namespace vllm_router

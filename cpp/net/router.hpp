@@ -1,0 +1,69 @@
+// The Router: owns the I/O threads, the listening sockets, the fleet snapshot and the control
+// plane (model discovery). Python creates one, calls start(), then waits on it with the GIL
+// released; it never installs signal handlers (Python owns signals) and stops on shutdown()
+// (graceful: stop accepting, let in-flight requests finish up to a drain timeout) or stop().
+//
+// Threads: one io_context per I/O thread, each with its own SO_REUSEPORT acceptor, sessions and
+// upstream connection pool, so that a request never crosses threads and the data plane takes
+// no lock but the fleet snapshot's pointer copy. The control plane runs on one more thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/config.hpp"
+#include "core/fleet.hpp"
+
+namespace vllm_router {
+
+struct RouterOptions {
+    std::string host = "0.0.0.0";
+    std::uint16_t port = 8888;  // 0: any free port (tests)
+    int threads = 1;
+    std::string version = "0";
+};
+
+struct RouterStats {
+    std::uint64_t requests = 0;        // proxied requests finished (any outcome)
+    std::uint64_t local_responses = 0; // answered by the router itself (admin, errors)
+    std::uint64_t retries = 0;
+    std::uint64_t client_aborts = 0;   // clients gone before their answer ended
+    std::uint64_t upstream_errors = 0; // failed attempts: connect, timeout, 502/503/504, broken stream
+    int active = 0;                    // requests being proxied now
+    int connections = 0;               // open client connections
+};
+
+class Router {
+public:
+    Router(Config config, RouterOptions options);
+    ~Router();
+    Router(const Router&) = delete;
+    Router& operator=(const Router&) = delete;
+
+    // Discovers models (bounded by the health-check timeout), binds, starts the threads.
+    // Returns the bound port. Throws std::runtime_error when it cannot listen.
+    std::uint16_t start();
+
+    // Blocks up to `seconds`; true once the router has stopped.
+    bool wait_for(double seconds);
+
+    // Stops accepting, closes idle connections, waits for in-flight requests up to
+    // `drain_seconds` (the config's drain_timeout when negative), then stops. Returns how many
+    // requests were still running when the drain ended (0 on a clean stop).
+    int shutdown(double drain_seconds = -1);
+
+    // Stops at once: every connection is closed.
+    void stop();
+
+    std::uint16_t port() const;
+    RouterStats stats() const;
+    std::shared_ptr<const Fleet> fleet() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vllm_router

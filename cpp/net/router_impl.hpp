@@ -1,0 +1,118 @@
+// Internals shared by the router's translation units (router.cpp, session.cpp, admin.cpp):
+// the per-thread Worker, the upstream connection pool and the state every session reads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "core/config.hpp"
+#include "core/fleet.hpp"
+#include "net/router.hpp"
+
+namespace vllm_router {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+using steady_clock = std::chrono::steady_clock;
+
+class Session;
+
+// A keep-alive connection to one backend, owned by one worker thread.
+struct UpstreamConn {
+    explicit UpstreamConn(asio::io_context& ioc) : stream(ioc) {}
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;
+    std::shared_ptr<BackendState> backend;
+    steady_clock::time_point idle_since;
+    bool reused = false;  // came from the pool: may have gone stale
+};
+
+// Idle upstream connections of one worker, per backend. No lock: only its thread touches it.
+class UpstreamPool {
+public:
+    // A live idle connection to `backend`, or null. Stale ones (closed by the server, or idle
+    // longer than servers usually keep them) are dropped on the way.
+    std::unique_ptr<UpstreamConn> take(const BackendState* backend);
+    void give(std::unique_ptr<UpstreamConn> conn);
+    void clear() { idle_.clear(); }
+
+private:
+    std::unordered_map<const BackendState*, std::vector<std::unique_ptr<UpstreamConn>>> idle_;
+};
+
+// Holds the current fleet snapshot; readers copy the pointer under a short lock.
+class FleetHolder {
+public:
+    std::shared_ptr<const Fleet> get() const {
+        std::lock_guard lock(mutex_);
+        return fleet_;
+    }
+    void set(std::shared_ptr<const Fleet> fleet) {
+        std::lock_guard lock(mutex_);
+        fleet_ = std::move(fleet);
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::shared_ptr<const Fleet> fleet_;
+};
+
+// What every session reads and the counters it updates.
+struct RouterShared {
+    Settings settings;
+    RouterOptions options;
+    FleetHolder fleet;
+    steady_clock::time_point started = steady_clock::now();
+    std::atomic<bool> stopping{false};
+
+    std::atomic<int> active{0};
+    std::atomic<int> connections{0};
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> local_responses{0};
+    std::atomic<std::uint64_t> retries{0};
+    std::atomic<std::uint64_t> client_aborts{0};
+    std::atomic<std::uint64_t> upstream_errors{0};
+};
+
+// One I/O thread: its io_context, acceptor, sessions and pool. Member order matters: the
+// io_context is destroyed after the pool and acceptor (their sockets need it) and before the
+// session registry (destroying its pending handlers destroys sessions, which unregister).
+struct Worker {
+    explicit Worker(RouterShared& shared, std::uint64_t seed) : shared(shared), rng(seed) {}
+
+    RouterShared& shared;
+    std::unordered_set<Session*> sessions;
+    asio::io_context ioc{1};
+    UpstreamPool pool;
+    std::optional<tcp::acceptor> acceptor;
+    std::mt19937_64 rng;
+    std::thread thread;
+};
+
+// Answers for the router's own endpoints; nullopt when `path` is not one of them.
+struct LocalAnswer {
+    int status = 200;
+    std::string body;
+    std::string content_type = "application/json";
+};
+std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb method, std::string_view path);
+
+// Is this a path the router forwards to a backend?
+bool is_proxied_path(std::string_view path);
+
+}  // namespace vllm_router

@@ -1,0 +1,630 @@
+#include "net/session.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <simdjson.h>
+
+#include "core/json_util.hpp"
+
+namespace vllm_router {
+namespace {
+
+constexpr auto kClientIdleTimeout = std::chrono::seconds(75);   // keep-alive wait for a request
+constexpr auto kClientBodyMinTimeout = std::chrono::seconds(60);
+constexpr double kConnectTimeoutCap = 5.0;                      // s: an unreachable host fails fast
+constexpr std::size_t kRelayBufferSize = 8192;
+constexpr std::size_t kHeaderLimit = 64 * 1024;
+constexpr std::string_view kRequestIdHeader = "X-Request-Id";
+
+std::chrono::steady_clock::duration seconds(double s) {
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return beast::iequals(a, b);
+}
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) plus those named in Connection: never forwarded.
+bool is_hop_by_hop(std::string_view name, std::string_view connection_value) {
+    static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection",
+                                                 "proxy-authenticate", "proxy-authorization", "te",
+                                                 "trailer", "transfer-encoding", "upgrade"};
+    for (auto f : fixed)
+        if (iequals(name, f)) return true;
+    if (connection_value.empty()) return false;
+    for (auto token : http::token_list{connection_value})
+        if (iequals(name, token)) return true;
+    return false;
+}
+
+std::string make_request_id(std::mt19937_64& rng) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string id(32, '0');
+    for (int half = 0; half < 2; ++half) {
+        std::uint64_t v = rng();
+        for (int i = 0; i < 16; ++i, v >>= 4) id[half * 16 + i] = hex[v & 0xf];
+    }
+    return id;
+}
+
+std::string_view path_of(std::string_view target) {
+    const auto q = target.find('?');
+    return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+bool retryable_status(int status) { return status == 502 || status == 503 || status == 504; }
+
+}  // namespace
+
+Session::Session(tcp::socket socket, Worker& worker)
+    : worker_(worker), shared_(worker.shared), stream_(std::move(socket)), retry_timer_(worker.ioc) {
+    worker_.sessions.insert(this);
+    shared_.connections.fetch_add(1, std::memory_order_relaxed);
+    error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    if (!ec) client_ip_ = ep.address().to_string();
+    stream_.socket().set_option(tcp::no_delay(true), ec);
+}
+
+Session::~Session() {
+    release_backend(false);
+    end_exchange();
+    worker_.sessions.erase(this);
+    shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Session::start() { do_read_header(); }
+
+void Session::on_shutdown() {
+    close_after_ = true;
+    if (idle_) close_client();
+}
+
+// ---------------------------------------------------------------- reading the request
+
+void Session::do_read_header() {
+    idle_ = true;
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(static_cast<std::uint64_t>(shared_.settings.max_request_body_mb * 1024 * 1024));
+    stream_.expires_after(kClientIdleTimeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::on_read_header, shared_from_this()));
+}
+
+void Session::on_read_header(error_code ec, std::size_t) {
+    idle_ = false;
+    if (closed_) return;
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset) {
+        return close_client();
+    }
+    if (ec == beast::error::timeout) {
+        // A connection that never sent a (whole) header: quietly close when idle, 408 otherwise.
+        if (buffer_.size() == 0) return close_client();
+        return send_error(408, "timed out reading the request header", 0, true);
+    }
+    if (ec == http::error::header_limit) return send_error(431, "request header too large", 0, true);
+    if (ec) return send_error(400, "malformed HTTP request: " + ec.message(), 0, true);
+
+    auto& req = parser_->get();
+    const auto limit = static_cast<std::uint64_t>(shared_.settings.max_request_body_mb * 1024 * 1024);
+    if (auto len = parser_->content_length(); len && *len > limit) {
+        return send_error(413,
+                          "request body of " + std::to_string(*len) + " bytes exceeds the limit of " +
+                              json_number(shared_.settings.max_request_body_mb) + " MiB",
+                          0, true);
+    }
+    if (auto len = parser_->content_length(); len && *len > 0) {
+        // Room for simdjson's padding, so that the body is inspected where it lies.
+        req.body().reserve(*len + simdjson::SIMDJSON_PADDING);
+    }
+    if (iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
+        static const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+        stream_.expires_after(kClientBodyMinTimeout);
+        return asio::async_write(stream_, asio::buffer(continue_line),
+                                 beast::bind_front_handler(&Session::on_continue_sent, shared_from_this()));
+    }
+    do_read_body();
+}
+
+void Session::on_continue_sent(error_code ec, std::size_t) {
+    if (ec) return close_client();
+    do_read_body();
+}
+
+void Session::do_read_body() {
+    if (parser_->is_done()) return handle_request();
+    stream_.expires_after(std::max<steady_clock::duration>(kClientBodyMinTimeout,
+                                                           seconds(shared_.settings.request_timeout)));
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::on_read_body, shared_from_this()));
+}
+
+void Session::on_read_body(error_code ec, std::size_t) {
+    if (closed_) return;
+    if (ec == http::error::body_limit) {
+        return send_error(413,
+                          "request body exceeds the limit of " + json_number(shared_.settings.max_request_body_mb) +
+                              " MiB",
+                          0, true);
+    }
+    if (ec == beast::error::timeout) return send_error(408, "timed out reading the request body", 0, true);
+    if (ec == http::error::partial_message || ec == asio::error::eof || ec == asio::error::connection_reset)
+        return close_client();
+    if (ec) return send_error(400, "malformed HTTP request: " + ec.message(), 0, true);
+    handle_request();
+}
+
+void Session::handle_request() {
+    stream_.expires_never();
+    auto& req = parser_->get();
+    client_keep_alive_ = req.keep_alive();
+    const std::string_view target = req.target();
+    const std::string_view path = path_of(target);
+    request_id_ = std::string(req[kRequestIdHeader]);
+    if (request_id_.empty() || request_id_.size() > 200) request_id_ = make_request_id(worker_.rng);
+
+    if (auto local = admin_answer(shared_, req.method(), path)) {
+        return send_local(local->status, std::move(local->body), local->content_type,
+                          local->status == 503 ? 5 : 0);
+    }
+    if (!is_proxied_path(path)) {
+        return send_error(404, "no route for " + std::string(req.method_string()) + " " + std::string(path));
+    }
+
+    std::string model;
+    const auto& body = req.body();
+    if (!body.empty()) {
+        const std::string_view content_type = req[http::field::content_type];
+        if (auto boundary = multipart_boundary(content_type)) {
+            if (auto m = multipart_field(body, *boundary, "model")) model = std::move(*m);
+        } else {
+            auto info = inspect_json(body.data(), body.size(), body.capacity());
+            if (!info.valid) return send_error(400, info.error);
+            model = std::move(info.model);
+        }
+    }
+    begin_exchange(std::move(model));
+}
+
+// ---------------------------------------------------------------- local answers
+
+void Session::send_local(int status, std::string body, std::string_view content_type, int retry_after,
+                         bool force_close) {
+    shared_.local_responses.fetch_add(1, std::memory_order_relaxed);
+    const bool close = force_close || close_after_ || !client_keep_alive_ || !parser_ || !parser_->is_done();
+    local_.emplace(static_cast<http::status>(status), parser_ ? parser_->get().version() : 11);
+    local_->set(http::field::server, "vllm-router");
+    local_->set(http::field::content_type, content_type);
+    if (!request_id_.empty()) local_->set(kRequestIdHeader, request_id_);
+    if (retry_after > 0) local_->set(http::field::retry_after, std::to_string(retry_after));
+    const bool head = parser_ && parser_->is_header_done() && parser_->get().method() == http::verb::head;
+    local_->body() = std::move(body);
+    local_->prepare_payload();
+    if (head) local_->body().clear();
+    local_->keep_alive(!close);
+    stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    http::async_write(stream_, *local_,
+                      beast::bind_front_handler(&Session::on_local_written, shared_from_this(), close));
+}
+
+void Session::send_error(int status, std::string_view message, int retry_after, bool force_close) {
+    send_local(status, openai_error_body(status, message, error_type_for_status(status)), "application/json",
+               retry_after, force_close);
+}
+
+void Session::on_local_written(bool close, error_code ec, std::size_t) {
+    local_.reset();
+    if (ec) return close_client();
+    next_request_or_close(close);
+}
+
+void Session::next_request_or_close(bool close) {
+    request_id_.clear();
+    if (close || close_after_ || closed_) return close_client();
+    do_read_header();
+}
+
+void Session::close_client() {
+    if (closed_) return;
+    closed_ = true;
+    error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+    retry_timer_.cancel();
+    if (up_) up_->stream.close();
+}
+
+// ---------------------------------------------------------------- choosing a backend
+
+void Session::begin_exchange(std::string model) {
+    auto& req = parser_->get();
+    in_exchange_ = true;
+    ++exchange_;
+    client_gone_ = false;
+    header_sent_ = false;
+    attempts_ = 0;
+    tried_.clear();
+    last_failure_ = Failure::none;
+    last_status_ = 0;
+    last_error_.clear();
+    model_ = std::move(model);
+    shared_.active.fetch_add(1, std::memory_order_relaxed);
+
+    // The upstream request: the client's, minus hop-by-hop headers, with the proxy headers set.
+    // The body moves over untouched; per-backend fields (Host, target, Authorization) are set
+    // at each attempt.
+    up_req_ = {};
+    up_req_.method(req.method());
+    up_req_.version(11);
+    client_target_ = std::string(req.target());
+    const std::string_view connection = req[http::field::connection];
+    std::string forwarded_for;
+    for (const auto& f : req) {
+        const std::string_view name = f.name_string();
+        if (is_hop_by_hop(name, connection) || f.name() == http::field::host || f.name() == http::field::expect ||
+            f.name() == http::field::content_length || iequals(f.name_string(), kRequestIdHeader))
+            continue;
+        if (iequals(name, "x-forwarded-for")) {
+            forwarded_for = std::string(f.value());
+            continue;
+        }
+        up_req_.insert(name, f.value());
+    }
+    if (!client_ip_.empty()) forwarded_for = forwarded_for.empty() ? client_ip_ : forwarded_for + ", " + client_ip_;
+    if (!forwarded_for.empty()) up_req_.set("X-Forwarded-For", forwarded_for);
+    up_req_.set(kRequestIdHeader, request_id_);
+    up_req_.body() = std::move(req.body());
+    up_req_.prepare_payload();
+    up_req_.keep_alive(true);
+
+    fleet_ = shared_.fleet.get();
+    watch_client();
+    try_backend();
+}
+
+void Session::try_backend() {
+    if (client_gone_) return;
+    std::vector<std::size_t> exclude;
+    for (std::size_t i = 0; i < fleet_->members.size(); ++i)
+        if (std::find(tried_.begin(), tried_.end(), fleet_->members[i].state.get()) != tried_.end())
+            exclude.push_back(i);
+    const auto candidates = eligible_members(*fleet_, model_, exclude);
+    const bool retries_left = attempts_ <= shared_.settings.max_retries;
+    if (candidates.empty() || !retries_left) {
+        if (attempts_ > 0) return fail_exchange();
+        const bool unknown_model = !model_.empty() && !fleet_->knows_model(model_);
+        end_exchange();
+        if (unknown_model)
+            return send_error(404, "The model `" + model_ + "` does not exist on any server of this router.");
+        std::string msg = model_.empty() ? "no healthy server is available"
+                                         : "no healthy server is available for model `" + model_ + "`";
+        return send_error(503, msg, 5);
+    }
+    const std::size_t pick = candidates[pick_least_load(*fleet_, candidates, worker_.rng())];
+    member_ = &fleet_->members[pick];
+    backend_ = member_->state;
+    tried_.push_back(backend_.get());
+    backend_->in_flight.fetch_add(1, std::memory_order_relaxed);
+    backend_->requests.fetch_add(1, std::memory_order_relaxed);
+
+    const ServerConfig& server = member_->config;
+    up_req_.target(server.parts.base_path + client_target_);
+    const bool default_port = server.parts.port == (server.parts.scheme == "https" ? 443 : 80);
+    up_req_.set(http::field::host, default_port ? server.parts.host
+                                                : server.parts.host + ":" + std::to_string(server.parts.port));
+    if (!server.api_key.empty()) {
+        up_req_.set(http::field::authorization, "Bearer " + server.api_key);
+    } else if (auto& creq = parser_->get(); creq.count(http::field::authorization)) {
+        up_req_.set(http::field::authorization, creq[http::field::authorization]);
+    } else {
+        up_req_.erase(http::field::authorization);
+    }
+
+    if (attempts_++ == 0) return start_attempt();
+    shared_.retries.fetch_add(1, std::memory_order_relaxed);
+    // Back-off before a retry: retry_delay, doubling, with +-50 % jitter so that replicas spread out.
+    const double base = shared_.settings.retry_delay * std::pow(2.0, attempts_ - 2);
+    const double jitter = 0.5 + std::uniform_real_distribution<double>(0, 1)(worker_.rng);
+    retry_timer_.expires_after(seconds(base * jitter));
+    retry_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (ec || self->client_gone_ || self->closed_) return;
+        self->start_attempt();
+    });
+}
+
+// ---------------------------------------------------------------- one attempt
+
+void Session::start_attempt() {
+    up_ = worker_.pool.take(backend_.get());
+    if (up_) return do_upstream_write();
+    connect_fresh();
+}
+
+void Session::connect_fresh() {
+    up_ = std::make_unique<UpstreamConn>(worker_.ioc);
+    up_->backend = backend_;
+    const auto& parts = member_->config.parts;
+    up_->stream.expires_after(seconds(std::min(kConnectTimeoutCap, shared_.settings.request_timeout)));
+    error_code ec;
+    const auto address = asio::ip::make_address(parts.host, ec);
+    if (!ec) {
+        // A literal address needs no resolver round trip.
+        return up_->stream.async_connect(tcp::endpoint(address, parts.port),
+                                         beast::bind_front_handler(&Session::on_connect, shared_from_this()));
+    }
+    resolver_.emplace(worker_.ioc);
+    resolver_->async_resolve(parts.host, std::to_string(parts.port),
+                             beast::bind_front_handler(&Session::on_resolve, shared_from_this()));
+}
+
+void Session::on_resolve(error_code ec, tcp::resolver::results_type results) {
+    if (client_gone_ || closed_) return;
+    if (ec) return attempt_failed(Failure::connect, ec);
+    up_->stream.async_connect(results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+        self->on_connect(ec);
+    });
+}
+
+void Session::on_connect(error_code ec) {
+    if (client_gone_ || closed_) return;
+    if (ec) return attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
+    error_code ignored;
+    up_->stream.socket().set_option(tcp::no_delay(true), ignored);
+    do_upstream_write();
+}
+
+void Session::do_upstream_write() {
+    up_->stream.expires_after(seconds(shared_.settings.request_timeout));
+    http::async_write(up_->stream, up_req_,
+                      beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
+}
+
+void Session::on_upstream_write(error_code ec, std::size_t) {
+    if (client_gone_ || closed_) return;
+    if (ec) return upstream_io_failed(ec);
+    up_parser_.emplace();
+    up_parser_->body_limit(boost::none);  // relayed streams may be as long as they like
+    up_parser_->header_limit(kHeaderLimit);
+    if (up_req_.method() == http::verb::head) up_parser_->skip(true);
+    // The timer set before the write still runs: request_timeout bounds write + first byte.
+    http::async_read_header(up_->stream, up_->buffer, *up_parser_,
+                            beast::bind_front_handler(&Session::on_upstream_header, shared_from_this()));
+}
+
+void Session::on_upstream_header(error_code ec, std::size_t) {
+    if (client_gone_ || closed_) return;
+    if (ec) return upstream_io_failed(ec);
+    const int status = static_cast<int>(up_parser_->get().result_int());
+    if (retryable_status(status)) return attempt_failed(Failure::status, {}, status);
+
+    // Commit: from here on the client gets this backend's answer.
+    const auto& ures = up_parser_->get();
+    res_ = {};
+    res_.version(parser_->get().version());
+    res_.result(ures.result_int());
+    res_.reason(ures.reason());
+    const std::string_view connection = ures[http::field::connection];
+    for (const auto& f : ures) {
+        if (is_hop_by_hop(f.name_string(), connection) || f.name() == http::field::content_length) continue;
+        res_.insert(f.name_string(), f.value());
+    }
+    res_.set(kRequestIdHeader, request_id_);
+    is_sse_ = ures[http::field::content_type].starts_with("text/event-stream");
+    sse_.reset();
+    const bool keep = client_keep_alive_ && !close_after_ && !shared_.stopping.load(std::memory_order_relaxed);
+    const bool bodyless = up_req_.method() == http::verb::head || status == 204 || status == 304 ||
+                          (status >= 100 && status < 200);
+    if (auto len = up_parser_->content_length()) {
+        res_.content_length(*len);
+        res_.keep_alive(keep);
+    } else if (bodyless) {
+        res_.keep_alive(keep);
+    } else if (res_.version() >= 11) {
+        res_.chunked(true);
+        res_.keep_alive(keep);
+    } else {
+        res_.keep_alive(false);  // HTTP/1.0 without a length: the close ends the body
+    }
+    client_keep_alive_ = res_.keep_alive();
+    res_.body().data = nullptr;
+    res_.body().more = !bodyless && !up_parser_->is_done();
+    serializer_.emplace(res_);
+    header_sent_ = true;
+    stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    http::async_write_header(stream_, *serializer_,
+                             beast::bind_front_handler(&Session::on_client_header_written, shared_from_this()));
+}
+
+void Session::upstream_io_failed(error_code ec) {
+    // A pooled connection that the server closed while it was idle: same backend, fresh
+    // connection, no back-off and no retry counted, since nothing reached the engine.
+    if (up_->reused && up_->buffer.size() == 0 && ec != beast::error::timeout) {
+        up_->stream.close();
+        return connect_fresh();
+    }
+    attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
+}
+
+void Session::attempt_failed(Failure kind, error_code ec, int status) {
+    last_failure_ = kind;
+    last_status_ = status;
+    last_error_ = kind == Failure::status ? "answered " + std::to_string(status) : ec.message();
+    shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    if (up_) {
+        up_->stream.close();
+        up_.reset();
+    }
+    release_backend(false);
+    try_backend();
+}
+
+void Session::fail_exchange() {
+    const bool timeout = last_failure_ == Failure::timeout;
+    const int status = timeout ? 504 : 502;
+    std::string msg = "upstream ";
+    msg += timeout ? "timed out" : "failed";
+    msg += " after " + std::to_string(attempts_) + " attempt" + (attempts_ == 1 ? "" : "s");
+    if (!last_error_.empty()) msg += " (last: " + last_error_ + ")";
+    end_exchange();
+    send_error(status, msg);
+}
+
+// ---------------------------------------------------------------- relaying the response
+
+void Session::on_client_header_written(error_code ec, std::size_t) {
+    if (client_gone_ || closed_) return;
+    if (ec && ec != http::error::need_buffer) return client_left();
+    if (serializer_->is_done()) {
+        // Header-only answer (HEAD, 204, 304, or an empty body).
+        return on_last_written({}, 0);
+    }
+    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
+    do_relay_read();
+}
+
+void Session::do_relay_read() {
+    if (up_parser_->is_done()) {
+        res_.body().data = nullptr;
+        res_.body().size = 0;
+        res_.body().more = false;
+        stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+        return http::async_write(stream_, *serializer_,
+                                 beast::bind_front_handler(&Session::on_last_written, shared_from_this()));
+    }
+    up_parser_->get().body().data = relay_buf_.get();
+    up_parser_->get().body().size = kRelayBufferSize;
+    up_->stream.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    // read_some, not read: a token must go out as soon as it arrives, not when a buffer fills.
+    http::async_read_some(up_->stream, up_->buffer, *up_parser_,
+                          beast::bind_front_handler(&Session::on_relay_read, shared_from_this()));
+}
+
+void Session::on_relay_read(error_code ec, std::size_t) {
+    if (client_gone_ || closed_) return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+        // Close-delimited body (HTTP/1.0 style): EOF is its end.
+        if (ec == http::error::end_of_stream && up_parser_->is_done()) return do_relay_read();
+        return stream_broke(ec == beast::error::timeout ? "the server went silent mid-response"
+                                                        : "the server broke off the response: " + ec.message());
+    }
+    const std::size_t n = kRelayBufferSize - up_parser_->get().body().size;
+    if (n == 0) return do_relay_read();
+    if (is_sse_) sse_.feed({relay_buf_.get(), n});
+    res_.body().data = relay_buf_.get();
+    res_.body().size = n;
+    res_.body().more = true;
+    stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    http::async_write(stream_, *serializer_,
+                      beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
+}
+
+void Session::on_relay_written(error_code ec, std::size_t) {
+    if (client_gone_ || closed_) return;
+    if (ec && ec != http::error::need_buffer) return client_left();
+    do_relay_read();
+}
+
+void Session::on_last_written(error_code ec, std::size_t) {
+    if (client_gone_ || closed_) return;
+    if (ec && ec != http::error::need_buffer) return client_left();
+    const bool reusable = up_parser_->is_done() && up_parser_->keep_alive();
+    release_backend(true);
+    if (reusable) {
+        up_->reused = true;
+        up_->idle_since = steady_clock::now();
+        worker_.pool.give(std::move(up_));
+    } else {
+        up_->stream.close();
+        up_.reset();
+    }
+    end_exchange();
+    next_request_or_close(!client_keep_alive_);
+}
+
+void Session::stream_broke(std::string_view why) {
+    // Bytes already reached the client: no retry. For an event stream, say what happened in
+    // the stream's own terms first; then close without the final chunk, so that no client can
+    // take the answer for complete.
+    shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    release_backend(false);
+    if (up_) {
+        up_->stream.close();
+        up_.reset();
+    }
+    end_exchange();
+    // Mid-event, an appended event would merge with the broken one: just close then.
+    if (!is_sse_ || !sse_.at_event_boundary()) return close_client();
+    auto event = std::make_shared<std::string>();
+    *event += "data: " + openai_error_body(502, std::string(why), "upstream_error") + "\n\n";
+    res_.body().data = event->data();
+    res_.body().size = event->size();
+    res_.body().more = true;
+    stream_.expires_after(std::chrono::seconds(5));
+    http::async_write(stream_, *serializer_, [self = shared_from_this(), event](error_code, std::size_t) {
+        self->close_client();
+    });
+}
+
+// ---------------------------------------------------------------- the client leaving
+
+void Session::watch_client() {
+    // Readable while a request is being served means the client closed (or pipelined its next
+    // request, which then waits in the socket). Waiting does not consume data.
+    stream_.socket().async_wait(tcp::socket::wait_read,
+                                beast::bind_front_handler(&Session::on_client_readable, shared_from_this(), exchange_));
+}
+
+void Session::on_client_readable(unsigned exchange, error_code ec) {
+    if (ec || exchange != exchange_ || !in_exchange_ || closed_) return;
+    char probe;
+    error_code peek_ec;
+    const std::size_t n = stream_.socket().receive(asio::buffer(&probe, 1), tcp::socket::message_peek, peek_ec);
+    if (n > 0 && !peek_ec) return;  // pipelined bytes: the client is still there
+    if (peek_ec == asio::error::would_block || peek_ec == asio::error::try_again) return watch_client();
+    client_left();
+}
+
+void Session::client_left() {
+    if (client_gone_) return;
+    client_gone_ = true;
+    shared_.client_aborts.fetch_add(1, std::memory_order_relaxed);
+    // Closing the upstream socket is what makes vLLM abort the generation and free the GPU.
+    if (up_) {
+        up_->stream.close();
+        up_.reset();
+    }
+    release_backend(false);
+    end_exchange();
+    close_client();
+}
+
+// ---------------------------------------------------------------- bookkeeping
+
+void Session::release_backend(bool success) {
+    if (!backend_) return;
+    backend_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    if (success) {
+        backend_->consecutive_failures.store(0, std::memory_order_relaxed);
+    } else if (!client_gone_) {
+        backend_->failures.fetch_add(1, std::memory_order_relaxed);
+        backend_->consecutive_failures.fetch_add(1, std::memory_order_relaxed);
+    }
+    backend_.reset();
+}
+
+void Session::end_exchange() {
+    if (!in_exchange_) return;
+    in_exchange_ = false;
+    shared_.active.fetch_sub(1, std::memory_order_relaxed);
+    shared_.requests.fetch_add(1, std::memory_order_relaxed);
+    up_req_.body().clear();
+    up_req_.body().shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
+    fleet_.reset();
+    member_ = nullptr;
+}
+
+}  // namespace vllm_router

@@ -1,0 +1,14 @@
+"""vllm-router: one fast entry point in front of a fleet of vLLM servers.
+
+The hot path lives in the compiled module :mod:`vllm_router._core`; this package holds the
+command line, logging, the dashboard and the Python extension points.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("vllm-router")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

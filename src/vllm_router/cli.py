@@ -1,0 +1,214 @@
+"""The `vllm-router` command line: thin Typer commands that delegate to the package."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vllm_router import __version__
+from vllm_router.settings import Resolved, resolve, settings_rows, split_list
+
+app = typer.Typer(
+    name="vllm-router",
+    help="A fast, fleet-aware router in front of vLLM servers.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold api keys
+)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class RoutingLogic(str, enum.Enum):
+    least_load = "least-load"
+    roundrobin = "roundrobin"
+    session = "session"
+    random = "random"
+
+
+class ServiceDiscovery(str, enum.Enum):
+    static = "static"
+
+
+class LogLevel(str, enum.Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"vllm-router {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
+    ] = None,
+) -> None:
+    """A fast, fleet-aware router in front of vLLM servers."""
+
+
+def _print_errors(resolved: Resolved) -> None:
+    n = len(resolved.errors)
+    err.print(f"[bold red]{n} error{'s' if n != 1 else ''}[/] in the configuration:", markup=True)
+    for line in resolved.errors:
+        err.print(f"  - {line}", markup=False)
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", envvar="CONFIG_PATH", help="The servers.toml to read.")
+]
+
+
+@app.command()
+def run(
+    config: ConfigOption = Path("servers.toml"),
+    host: Annotated[str, typer.Option(envvar="HOST", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="PORT", min=0, max=65535, help="Port to listen on.")] = 8888,
+    console: Annotated[
+        bool, typer.Option("--console", envvar="LOG_TO_CONSOLE", help="Write logs to the terminal too.")
+    ] = False,
+    log_level: Annotated[LogLevel, typer.Option(envvar="LOG_LEVEL", case_sensitive=False)] = LogLevel.INFO,
+    log_dir: Annotated[Path, typer.Option(envvar="LOG_DIR", help="Folder of the log files.")] = Path("logs"),
+    reload: Annotated[bool, typer.Option("--reload", help="Restart on code change (development).")] = False,
+    service_discovery: Annotated[
+        ServiceDiscovery, typer.Option(help="Where the servers come from.")
+    ] = ServiceDiscovery.static,
+    static_backends: Annotated[
+        Optional[str], typer.Option(help="Comma-separated server URLs; replaces the file's servers.")
+    ] = None,
+    static_models: Annotated[
+        Optional[str], typer.Option(help="Comma-separated models, one per --static-backends URL.")
+    ] = None,
+    routing_logic: Annotated[
+        Optional[RoutingLogic], typer.Option(help="How a server is chosen. [default: least-load]")
+    ] = None,
+    session_key: Annotated[
+        Optional[str], typer.Option(help="Header whose value pins a session. [default: x-session-id]")
+    ] = None,
+    engine_stats_interval: Annotated[
+        Optional[float], typer.Option(help="Seconds between scrapes of servers' /metrics. [default: 1]")
+    ] = None,
+    request_stats_window: Annotated[
+        Optional[float], typer.Option(help="Seconds of request statistics kept. [default: 60]")
+    ] = None,
+    log_stats: Annotated[bool, typer.Option("--log-stats", help="Log a stats line periodically.")] = False,
+    log_stats_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between stats lines.")] = 30.0,
+    callbacks: Annotated[
+        Optional[str], typer.Option(help="module.attr of a CustomCallbackHandler instance.")
+    ] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, max=256, help="I/O threads. [default: the core count]")
+    ] = None,
+    health_check_interval: Annotated[
+        Optional[float], typer.Option(envvar="HEALTH_CHECK_INTERVAL", help="Seconds between active checks.")
+    ] = None,
+    config_reload_interval: Annotated[
+        Optional[float], typer.Option(envvar="CONFIG_RELOAD_INTERVAL", help="Seconds between looks at the file.")
+    ] = None,
+    request_timeout: Annotated[
+        Optional[float], typer.Option(envvar="REQUEST_TIMEOUT", help="Seconds to the first response byte.")
+    ] = None,
+) -> None:
+    """Start the router in the foreground."""
+    resolved = resolve(
+        config,
+        overrides={
+            "routing_logic": routing_logic.value if routing_logic else None,
+            "session_key": session_key,
+            "engine_stats_interval": engine_stats_interval,
+            "request_stats_window": request_stats_window,
+            "health_check_interval": health_check_interval,
+            "config_reload_interval": config_reload_interval,
+            "request_timeout": request_timeout,
+        },
+        static_backends=split_list(static_backends),
+        static_models=split_list(static_models),
+    )
+    if not resolved.ok:
+        _print_errors(resolved)
+        raise typer.Exit(1)
+    n = len(resolved.config.servers)
+    threads = threads or os.cpu_count() or 1
+    err.print(
+        f"configuration OK ({n} server{'s' if n != 1 else ''}, {threads} I/O threads, "
+        f"{host}:{port}); the proxy itself is not built yet, so the router does not start.",
+        markup=False,
+    )
+    raise typer.Exit(2)
+
+
+@app.command("check-config")
+def check_config(
+    config: ConfigOption = Path("servers.toml"),
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Also contact each server's /health and /v1/models.")
+    ] = False,
+) -> None:
+    """Validate a configuration and show the servers and effective settings.
+
+    Exits 1 listing every error (with its line and column); with --probe, also exits 1 when a
+    server cannot be reached.
+    """
+    resolved = resolve(config)
+    if not resolved.ok:
+        _print_errors(resolved)
+        raise typer.Exit(1)
+
+    servers = Table(title=f"Servers in {config}", title_justify="left")
+    for col in ("url", "capacity", "weight", "models", "api key"):
+        servers.add_column(col)
+    for s in resolved.config.servers:
+        servers.add_row(
+            s.url,
+            str(s.max_concurrent_requests),
+            f"{s.weight:g}",
+            ", ".join(s.models) or "(discovered)",
+            "set" if s.api_key else "",
+        )
+    out.print(servers)
+
+    settings = Table(title="Effective settings", title_justify="left")
+    for col in ("key", "value", "rule"):
+        settings.add_column(col)
+    for row in settings_rows(resolved.config):
+        settings.add_row(*row)
+    out.print(settings)
+
+    if probe:
+        from vllm_router.probe import probe_servers, render_probe
+
+        results = probe_servers(resolved.config)
+        out.print(render_probe(results))
+        down = [r for r in results if not r.reachable]
+        if down:
+            err.print(f"{len(down)} of {len(results)} servers unreachable", markup=False)
+            raise typer.Exit(1)
+    out.print(f"configuration OK: {len(resolved.config.servers)} servers", markup=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(f"vllm-router {__version__}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
