@@ -106,16 +106,13 @@ void Session::on_read_header(error_code ec, std::size_t) {
         return send_error(408, "timed out reading the request header", 0, true);
     }
     if (ec == http::error::header_limit) return send_error(431, "request header too large", 0, true);
+    if (ec == http::error::body_limit) {
+        const auto len = parser_->content_length();
+        return send_body_too_large(len ? std::optional<std::uint64_t>(*len) : std::nullopt);
+    }
     if (ec) return send_error(400, "malformed HTTP request: " + ec.message(), 0, true);
 
     auto& req = parser_->get();
-    const auto limit = static_cast<std::uint64_t>(shared_.settings.max_request_body_mb * 1024 * 1024);
-    if (auto len = parser_->content_length(); len && *len > limit) {
-        return send_error(413,
-                          "request body of " + std::to_string(*len) + " bytes exceeds the limit of " +
-                              json_number(shared_.settings.max_request_body_mb) + " MiB",
-                          0, true);
-    }
     if (auto len = parser_->content_length(); len && *len > 0) {
         // Room for simdjson's padding, so that the body is inspected where it lies.
         req.body().reserve(*len + simdjson::SIMDJSON_PADDING);
@@ -144,12 +141,7 @@ void Session::do_read_body() {
 
 void Session::on_read_body(error_code ec, std::size_t) {
     if (closed_) return;
-    if (ec == http::error::body_limit) {
-        return send_error(413,
-                          "request body exceeds the limit of " + json_number(shared_.settings.max_request_body_mb) +
-                              " MiB",
-                          0, true);
-    }
+    if (ec == http::error::body_limit) return send_body_too_large(std::nullopt);
     if (ec == beast::error::timeout) return send_error(408, "timed out reading the request body", 0, true);
     if (ec == http::error::partial_message || ec == asio::error::eof || ec == asio::error::connection_reset)
         return close_client();
@@ -210,6 +202,14 @@ void Session::send_local(int status, std::string body, std::string_view content_
                       beast::bind_front_handler(&Session::on_local_written, shared_from_this(), close));
 }
 
+void Session::send_body_too_large(std::optional<std::uint64_t> length) {
+    std::string msg = "request body ";
+    if (length) msg += "of " + std::to_string(*length) + " bytes ";
+    msg += "exceeds the limit of " + json_number(shared_.settings.max_request_body_mb) +
+           " MiB (max_request_body_mb)";
+    send_error(413, msg, 0, true);
+}
+
 void Session::send_error(int status, std::string_view message, int retry_after, bool force_close) {
     send_local(status, openai_error_body(status, message, error_type_for_status(status)), "application/json",
                retry_after, force_close);
@@ -218,7 +218,25 @@ void Session::send_error(int status, std::string_view message, int retry_after, 
 void Session::on_local_written(bool close, error_code ec, std::size_t) {
     local_.reset();
     if (ec) return close_client();
+    if (close && parser_ && !parser_->is_done()) {
+        stream_.expires_after(std::chrono::seconds(2));  // the whole linger, however chatty the client
+        return linger();
+    }
     next_request_or_close(close);
+}
+
+void Session::linger() {
+    // The client may still be sending the body we refused. Closing with unread input makes the
+    // kernel answer with a reset, which can destroy our answer before the client reads it; so
+    // stop sending, then read and discard for a short while before closing.
+    error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
+    stream_.async_read_some(asio::buffer(relay_buf_.get(), kRelayBufferSize),
+                            [self = shared_from_this()](error_code ec, std::size_t) {
+                                if (ec) return self->close_client();
+                                self->linger();
+                            });
 }
 
 void Session::next_request_or_close(bool close) {
@@ -295,7 +313,11 @@ void Session::try_backend() {
     const bool retries_left = attempts_ <= shared_.settings.max_retries;
     if (candidates.empty() || !retries_left) {
         if (attempts_ > 0) return fail_exchange();
-        const bool unknown_model = !model_.empty() && !fleet_->knows_model(model_);
+        // 404 only when every server's models are known and none serves it; a server whose
+        // models are unknown (down since start) might, so that is a 503.
+        const bool unknown_model = !model_.empty() && !fleet_->knows_model(model_) &&
+                                   std::all_of(fleet_->members.begin(), fleet_->members.end(),
+                                               [](const FleetMember& m) { return m.models_known; });
         end_exchange();
         if (unknown_model)
             return send_error(404, "The model `" + model_ + "` does not exist on any server of this router.");

@@ -43,7 +43,9 @@ private:
     void send_local(int status, std::string body, std::string_view content_type,
                     int retry_after = 0, bool force_close = false);
     void send_error(int status, std::string_view message, int retry_after = 0, bool force_close = false);
+    void send_body_too_large(std::optional<std::uint64_t> length);
     void on_local_written(bool close, error_code ec, std::size_t);
+    void linger();
 
     void begin_exchange(std::string model);
     void try_backend();

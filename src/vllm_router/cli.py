@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
+import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vllm_router import __version__
-from vllm_router.settings import Resolved, resolve, settings_rows, split_list
+from vllm_router.settings import Resolved, effective_dict, resolve, settings_rows, split_list
 
 app = typer.Typer(
     name="vllm-router",
@@ -24,7 +27,7 @@ app = typer.Typer(
 )
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one error per line, grep-able
 
 
 class RoutingLogic(str, enum.Enum):
@@ -122,6 +125,9 @@ def run(
     request_timeout: Annotated[
         Optional[float], typer.Option(envvar="REQUEST_TIMEOUT", help="Seconds to the first response byte.")
     ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the effective configuration as JSON and exit.")
+    ] = False,
 ) -> None:
     """Start the router in the foreground."""
     resolved = resolve(
@@ -141,14 +147,26 @@ def run(
     if not resolved.ok:
         _print_errors(resolved)
         raise typer.Exit(1)
+    if print_config:
+        effective_threads = threads or os.cpu_count() or 1
+        out.print_json(json.dumps(effective_dict(resolved.config, host=host, port=port, threads=effective_threads)))
+        return
+    if reload:
+        from vllm_router.reloader import run_with_reloader
+
+        raise typer.Exit(run_with_reloader())
+    _configure_logging(console, log_level.value)
+    from vllm_router.server import serve, start_router
+
+    try:
+        router = start_router(resolved.config, host, port, threads or os.cpu_count() or 1)
+    except RuntimeError as e:
+        err.print(f"cannot start: {e}", markup=False)
+        raise typer.Exit(1)
     n = len(resolved.config.servers)
-    threads = threads or os.cpu_count() or 1
-    err.print(
-        f"configuration OK ({n} server{'s' if n != 1 else ''}, {threads} I/O threads, "
-        f"{host}:{port}); the proxy itself is not built yet, so the router does not start.",
-        markup=False,
-    )
-    raise typer.Exit(2)
+    out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
+              f"({n} server{'s' if n != 1 else ''})", markup=False)
+    raise typer.Exit(serve(router))
 
 
 @app.command("check-config")
@@ -201,9 +219,70 @@ def check_config(
 
 
 @app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address the router listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the router.")] = 8888,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=256, help="I/O threads.")] = None,
+) -> None:
+    """Start three simulated vLLM engines and the router in front of them (no GPU needed)."""
+    from vllm_router.demo import run_demo
+
+    try:
+        code = run_demo(host, port, threads or os.cpu_count() or 1)
+    except RuntimeError as e:
+        err.print(f"cannot start the demo: {e}", markup=False)
+        raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
+    model: Annotated[str, typer.Option(help="The model name served.")] = "sim-model",
+    ttft: Annotated[float, typer.Option(min=0, help="Seconds before the first token.")] = 0.05,
+    token_delay: Annotated[float, typer.Option(min=0, help="Seconds between tokens.")] = 0.01,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer at most.")] = 16,
+    max_seqs: Annotated[int, typer.Option(min=1, help="Requests generating at once; more wait.")] = 8,
+    fail_status: Annotated[int, typer.Option(help="Answer every inference request with this status.")] = 0,
+    die_after: Annotated[int, typer.Option(min=0, help="Drop the connection after N streamed tokens.")] = 0,
+) -> None:
+    """Run one simulated vLLM engine (for tests, demos and benchmarks)."""
+    from vllm_router import _core
+    from vllm_router.server import StopRequested, stop_on_sigterm
+
+    engine = _core.SimEngine(host=host, port=port, model=model, ttft=ttft, token_delay=token_delay,
+                             max_tokens=max_tokens, max_seqs=max_seqs, fail_status=fail_status,
+                             die_after=die_after)
+    try:
+        bound = engine.start()
+    except Exception as e:  # noqa: BLE001 - bind errors come from C++ as RuntimeError/OSError
+        err.print(f"cannot start the engine: {e}", markup=False)
+        raise typer.Exit(1)
+    out.print(f"simulated engine serving {model} on http://{host}:{bound}", markup=False)
+    with stop_on_sigterm():
+        try:
+            while True:
+                time.sleep(0.2)
+        except (KeyboardInterrupt, StopRequested):
+            pass
+    engine.stop()
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     out.print(f"vllm-router {__version__}")
+
+
+def _configure_logging(console: bool, level: str) -> None:
+    """Terminal logging with --console; the log files arrive with the operators' view."""
+    logger = logging.getLogger("vllm_router")
+    logger.setLevel(level)
+    if console and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
 
 
 def main() -> None:

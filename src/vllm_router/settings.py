@@ -104,8 +104,19 @@ def resolve(
             servers.append(_core.ServerConfig(url, models=models))
         config.servers = servers
 
-    if not errors:
-        errors += [_describe(e) for e in _core.validate_config(config, require_servers)]
+    if static_models and not static_backends:
+        errors.append("--static-models: needs --static-backends (one model per backend, same order)")
+
+    checked = _core.validate_config(config, require_servers)
+    if errors:
+        # The file's own problems are already listed with their positions: add only what the
+        # flags and environment brought in, so that every error is reported once.
+        overridden = {f"config.{key}" for key in overrides}
+        checked = [
+            e for e in checked
+            if e.key in overridden or (static_backends and e.key.startswith("servers["))
+        ]
+    errors += [_describe(e) for e in checked]
     return Resolved(config, config_path, file_used, errors)
 
 
@@ -122,3 +133,21 @@ def _describe(error: Any) -> str:
 def settings_rows(config: Any) -> list[tuple[str, str, str]]:
     """(key, value, rule) for every [config] setting, in documentation order."""
     return [(name, config.settings.value(name), rule) for name, _type, rule in _core.setting_specs()]
+
+
+def effective_dict(config: Any, **extra: Any) -> dict[str, Any]:
+    """The effective configuration as plain data (for --print-config); api keys are masked."""
+    settings: dict[str, Any] = {}
+    for name, type_, _rule in _core.setting_specs():
+        settings[name] = getattr(config.settings, name)
+    servers = [
+        {
+            "url": s.url,
+            "max_concurrent_requests": s.max_concurrent_requests,
+            "models": list(s.models),
+            "weight": s.weight,
+            "api_key": "***" if s.api_key else "",
+        }
+        for s in config.servers
+    ]
+    return {**extra, "servers": servers, "config": settings}

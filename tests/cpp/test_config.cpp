@@ -310,7 +310,8 @@ INSTANTIATE_TEST_SUITE_P(
                       UrlCase{"http://[::1", nullptr, 0, ""}, UrlCase{"http://h:", nullptr, 0, ""},
                       UrlCase{"http://h:0", nullptr, 0, ""}, UrlCase{"http://h:65536", nullptr, 0, ""},
                       UrlCase{"http://", nullptr, 0, ""}, UrlCase{"http://a b", nullptr, 0, ""},
-                      UrlCase{"", nullptr, 0, ""}, UrlCase{"ws://h", nullptr, 0, ""}));
+                      UrlCase{"", nullptr, 0, ""}, UrlCase{"ws://h", nullptr, 0, ""}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(ClosestMatch, SuggestsOnlyLikelyTypos) {
     const std::vector<std::string_view> keys = {"request_timeout", "retry_delay", "max_retries"};

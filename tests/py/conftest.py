@@ -1,0 +1,66 @@
+"""Shared fixtures: simulated engines and routers on loopback, port 0 always, stopped by the
+test that started them."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from vllm_router import _core
+
+
+@pytest.fixture
+def engine_factory() -> Iterator[Callable[..., Any]]:
+    """`engine_factory(**SimEngine kwargs)` -> a started simulated engine (`.port`, `.stats()`)."""
+    engines: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        kwargs.setdefault("ttft", 0.005)
+        kwargs.setdefault("token_delay", 0.002)
+        engine = _core.SimEngine(**kwargs)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()
+
+
+def url_of(engine_or_port: Any) -> str:
+    port = engine_or_port if isinstance(engine_or_port, int) else engine_or_port.port
+    return f"http://127.0.0.1:{port}"
+
+
+def make_config(servers: list[dict[str, Any]], **settings: Any) -> Any:
+    """A _core.Config from plain dicts; settings default to fast test values."""
+    config = _core.Config()
+    config.servers = [_core.ServerConfig(**s) for s in servers]
+    s = config.settings
+    s.retry_delay = 0.01
+    s.health_check_timeout = 1.0
+    for key, value in settings.items():
+        setattr(s, key, value)
+    config.settings = s
+    errors = _core.validate_config(config, True)
+    assert not errors, [str(e) for e in errors]
+    return config
+
+
+@pytest.fixture
+def router_factory() -> Iterator[Callable[..., Any]]:
+    """`router_factory(servers=[{url=...}], **settings)` -> a started router (`.port`)."""
+    routers: list[Any] = []
+
+    def make(servers: list[dict[str, Any]], threads: int = 2, **settings: Any) -> Any:
+        router = _core.Router(make_config(servers, **settings), "127.0.0.1", 0, threads, "test")
+        router.start()
+        routers.append(router)
+        return router
+
+    yield make
+    for router in routers:
+        with contextlib.suppress(Exception):
+            router.stop()
