@@ -73,7 +73,7 @@ Ctrl-C stops everything."""
 
 
 def run_demo(host: str, port: int, threads: int) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     engines = start_engines()
     try:
         router = start_router(demo_config(engines), host, port, threads)
