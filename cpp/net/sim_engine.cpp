@@ -710,8 +710,12 @@ private:
         auto handler = beast::bind_front_handler(&SimSession::on_write, shared_from_this());
         auto& out = outbox_.front();
         switch (out.kind) {
-            case Out::raw: net::async_write(stream_, net::buffer(out.data), std::move(handler)); break;
-            case Out::chunk: net::async_write(stream_, http::make_chunk(net::buffer(out.data)), std::move(handler)); break;
+            case Out::raw:
+                net::async_write(stream_, net::buffer(out.data), std::move(handler));
+                break;
+            case Out::chunk:
+                net::async_write(stream_, http::make_chunk(net::buffer(out.data)), std::move(handler));
+                break;
             case Out::last:
                 count_success(true);
                 net::async_write(stream_, http::make_chunk_last(), std::move(handler));
