@@ -32,6 +32,23 @@ void bind_router(py::module_& m) {
              "Returns how many requests were cut off.")
         .def("stop", &Router::stop, py::call_guard<py::gil_scoped_release>(), "Stop at once.")
         .def_property_readonly("port", &Router::port)
+        .def("update_config", &Router::update_config, py::arg("config"),
+             "Apply a validated configuration without dropping a request.")
+        .def("note_reload_failure", &Router::note_reload_failure)
+        .def("request_stats", [](const Router& r) {
+            py::dict out;
+            for (const auto& [url, s] : r.request_stats()) {
+                py::dict d;
+                d["qps"] = s.qps;
+                d["requests"] = s.requests;
+                d["error_rate"] = s.error_rate;
+                d["avg_latency"] = s.avg_latency;
+                d["avg_ttft"] = s.avg_ttft;
+                d["avg_itl"] = s.avg_itl;
+                out[py::str(url)] = d;
+            }
+            return out;
+        }, "Per backend URL ('' for the router's own answers): qps, error_rate, avg_latency, avg_ttft, avg_itl.")
         .def("stats", [](const Router& r) {
             const RouterStats s = r.stats();
             py::dict d;
@@ -50,7 +67,14 @@ void bind_router(py::module_& m) {
                 py::dict d;
                 d["url"] = m.config.url;
                 d["healthy"] = m.healthy;
+                d["state"] = m.health.state;
                 d["models"] = m.models;
+                d["capacity"] = m.config.max_concurrent_requests;
+                d["weight"] = m.config.weight;
+                d["running"] = m.running;
+                d["waiting"] = m.waiting;
+                d["kv_cache_usage"] = m.kv_cache_usage;
+                d["scraped"] = m.scraped;
                 d["in_flight"] = m.state->in_flight.load();
                 d["requests"] = m.state->requests.load();
                 d["failures"] = m.state->failures.load();

@@ -23,6 +23,7 @@ struct BackendState {
     std::atomic<std::uint64_t> requests{0};
     std::atomic<std::uint64_t> failures{0};          // connect/timeout/5xx attempts
     std::atomic<int> consecutive_failures{0};        // reset by a success
+    std::atomic<std::uint64_t> scrape_errors{0};     // failed scrapes of /metrics
 };
 
 struct FleetMember {
@@ -30,16 +31,36 @@ struct FleetMember {
     ServerConfig config;
     std::vector<std::string> models;  // configured, else discovered
     bool models_known = false;        // configured, or discovery answered
-    bool healthy = true;
+    bool healthy = true;              // routable: the data plane sends traffic only here
     // Scraped from the server's /metrics (0 until a scrape succeeds).
     double running = 0;
     double waiting = 0;
+    double kv_cache_usage = 0;        // 0..1
+    double prefix_cache_hit_rate = 0; // 0..1
+    bool scraped = false;             // the last scrape succeeded
+    // What /health shows, copied from the control plane's health tracker.
+    struct HealthView {
+        std::string state = "healthy";  // healthy, unhealthy, checking, draining
+        double last_check = -1;         // unix seconds; < 0: never checked
+        int consecutive_failures = 0;
+        double success_rate = 1;
+        double avg_response_time = 0;
+        double last_response_time = 0;
+        std::uint64_t total_checks = 0;
+        bool circuit_open = false;
+    } health;
 
     bool serves(std::string_view model) const;
 };
 
+class Policy;
+
 struct Fleet {
     std::vector<FleetMember> members;
+    // Removed from the configuration but still finishing requests: no new traffic.
+    std::vector<FleetMember> draining;
+    Settings settings;
+    std::shared_ptr<Policy> policy;  // null: least-load
 
     // Models served by healthy members, sorted and deduplicated.
     std::vector<std::string> healthy_models() const;

@@ -81,7 +81,7 @@ LocalAnswer models_answer(const RouterShared& shared, const Fleet& fleet) {
 LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
     const std::size_t total = fleet.members.size();
     const std::size_t healthy = healthy_count(fleet);
-    const auto& s = shared.settings;
+    const auto& s = fleet.settings;
     std::string out = "{\"status\":";
     append_json_string(out, fleet_status(healthy, total));
     out += ",\"health_score\":" + json_number(total ? static_cast<double>(healthy) / total : 0.0);
@@ -89,25 +89,42 @@ LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
     out += ",\"healthy_servers\":" + std::to_string(healthy);
     out += ",\"unhealthy_servers\":" + std::to_string(total - healthy);
     out += ",\"servers\":[";
-    for (std::size_t i = 0; i < total; ++i) {
-        const auto& m = fleet.members[i];
-        if (i) out += ',';
-        const auto requests = m.state->requests.load();
-        const auto failures = m.state->failures.load();
+    bool first = true;
+    auto server = [&](const FleetMember& m, bool draining) {
+        if (!first) out += ',';
+        first = false;
+        const auto& h = m.health;
         out += "{\"url\":";
         append_json_string(out, m.config.url);
         out += ",\"healthy\":";
-        out += m.healthy ? "true" : "false";
+        out += m.healthy && !draining ? "true" : "false";
         out += ",\"state\":";
-        out += shared.stopping ? "\"draining\"" : m.healthy ? "\"healthy\"" : "\"unhealthy\"";
-        out += ",\"last_check\":null";
-        out += ",\"consecutive_failures\":" + std::to_string(m.state->consecutive_failures.load());
-        out += ",\"success_rate\":" + json_number(requests ? 1.0 - static_cast<double>(failures) / requests : 1.0);
-        out += ",\"avg_response_time\":null,\"last_response_time\":null,\"total_checks\":0";
+        append_json_string(out, draining || shared.stopping ? std::string_view("draining") : std::string_view(h.state));
+        out += ",\"last_check\":";
+        if (h.last_check < 0) {
+            out += "null";
+        } else {
+            const std::time_t t = static_cast<std::time_t>(h.last_check);
+            std::tm tm{};
+            gmtime_r(&t, &tm);
+            char buf[32];
+            std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            append_json_string(out, buf);
+        }
+        out += ",\"consecutive_failures\":" + std::to_string(h.consecutive_failures);
+        out += ",\"success_rate\":" + json_number(h.success_rate);
+        out += ",\"avg_response_time\":" + json_number(h.avg_response_time, 4);
+        out += ",\"last_response_time\":" + json_number(h.last_response_time, 4);
+        out += ",\"total_checks\":" + std::to_string(h.total_checks);
+        out += ",\"circuit_open\":";
+        out += h.circuit_open ? "true" : "false";
+        out += ",\"in_flight\":" + std::to_string(m.state->in_flight.load(std::memory_order_relaxed));
         out += ",\"supported_models\":";
         append_string_list(out, m.models);
         out += '}';
-    }
+    };
+    for (const auto& m : fleet.members) server(m, false);
+    for (const auto& m : fleet.draining) server(m, true);
     out += "],\"config\":{";
     out += "\"health_check_interval\":" + json_number(s.health_check_interval);
     out += ",\"health_check_timeout\":" + json_number(s.health_check_timeout);
@@ -148,7 +165,10 @@ LocalAnswer load_stats_answer(const Fleet& fleet) {
         out += ",\"last_updated\":\"" + now + "\"";
         out += ",\"detailed_metrics\":{\"num_requests_running\":" + json_number(m.running, 0);
         out += ",\"num_requests_waiting\":" + json_number(m.waiting, 0);
-        out += ",\"kv_cache_usage_perc\":0,\"gpu_cache_usage_perc\":0,\"prefix_cache_hit_rate\":0";
+        // vLLM reports the KV cache use as a fraction; /load-stats shows percent, under both names.
+        out += ",\"kv_cache_usage_perc\":" + json_number(m.kv_cache_usage * 100, 1);
+        out += ",\"gpu_cache_usage_perc\":" + json_number(m.kv_cache_usage * 100, 1);
+        out += ",\"prefix_cache_hit_rate\":" + json_number(m.prefix_cache_hit_rate, 4);
         out += ",\"router_in_flight\":" + std::to_string(own) + "}}";
     }
     out += "],\"summary\":{\"total_servers\":" + std::to_string(fleet.members.size());
@@ -164,13 +184,14 @@ LocalAnswer load_stats_answer(const Fleet& fleet) {
 }  // namespace
 
 std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb method, std::string_view path) {
-    enum class Page { root, version, models, health, load_stats };
+    enum class Page { root, version, models, health, load_stats, metrics };
     Page page;
     if (path == "/") page = Page::root;
     else if (path == "/version") page = Page::version;
     else if (path == "/v1/models") page = Page::models;
     else if (path == "/health") page = Page::health;
     else if (path == "/load-stats") page = Page::load_stats;
+    else if (path == "/metrics") page = Page::metrics;
     else return std::nullopt;
 
     if (method != http::verb::get && method != http::verb::head) {
@@ -183,6 +204,7 @@ std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb m
     case Page::models: return models_answer(shared, *fleet);
     case Page::health: return health_answer(shared, *fleet);
     case Page::load_stats: return load_stats_answer(*fleet);
+    case Page::metrics: return LocalAnswer{200, render_metrics(shared), "text/plain; version=0.0.4; charset=utf-8"};
     }
     return std::nullopt;
 }

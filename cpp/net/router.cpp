@@ -6,7 +6,10 @@
 
 #include <sys/socket.h>
 
+#include "core/health.hpp"
 #include "core/model_list.hpp"
+#include "core/policy.hpp"
+#include "core/prometheus.hpp"
 #include "net/http_get.hpp"
 #include "net/router_impl.hpp"
 #include "net/session.hpp"
@@ -19,6 +22,7 @@ namespace {
 constexpr auto kPoolMaxIdle = std::chrono::seconds(4);
 constexpr std::size_t kPoolMaxPerBackend = 256;
 constexpr std::size_t kModelListLimit = 4 << 20;
+constexpr std::size_t kMetricsLimit = 16 << 20;
 
 using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
@@ -67,85 +71,289 @@ bool is_proxied_path(std::string_view path) {
 
 // The control plane's view of one server; touched only on the control thread.
 struct ControlServer {
+    ControlServer(const ServerConfig& server, const Settings& settings)
+        : config(server), state(std::make_shared<BackendState>(server.url)), health(settings) {
+        if (auto parts = parse_url(server.url)) config.parts = *parts;
+        key = canonical_url(config.parts);
+        models = server.models;
+        models_known = !server.models.empty();
+    }
+
     ServerConfig config;
+    std::string key;  // canonical URL: what identifies a server across reloads
     std::shared_ptr<BackendState> state;
     std::vector<std::string> models;
     bool models_known = false;
-    bool healthy = true;
+    HealthTracker health;
+    EngineMetrics metrics;
+    bool scraped = false;
+    int scrape_failures = 0;       // in a row
+    double prefix_rate = 0;        // hits / queries since the previous scrape
+    double prev_queries = -1, prev_hits = -1;
+    bool checking = false;         // a health check is under way
+    bool scraping = false;
+    bool probing = false;          // a circuit-breaker probe is under way
 };
 
 struct Router::Impl {
-    Impl(Config config, RouterOptions options) : config(std::move(config)) {
-        shared.settings = this->config.settings;
+    Impl(Config config, RouterOptions options) : settings(config.settings) {
         shared.options = std::move(options);
-        for (const auto& s : this->config.servers) {
-            ControlServer c;
-            c.config = s;
-            if (auto parts = parse_url(s.url)) c.config.parts = *parts;
-            c.state = std::make_shared<BackendState>(s.url);
-            c.models = s.models;
-            c.models_known = !s.models.empty();
-            servers.push_back(std::move(c));
-        }
+        policy = make_policy(*parse_routing_logic(settings.routing_logic));
+        for (const auto& s : config.servers) servers.push_back(std::make_unique<ControlServer>(s, settings));
+        shared.report_attempt = [this](const std::shared_ptr<BackendState>& state, bool ok) {
+            asio::post(control_ioc, [this, state, ok] { on_attempt(state, ok); });
+        };
         publish();
     }
 
     ~Impl() { stop(); }
 
+    static double wall_seconds() {
+        return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    }
+
     // Builds a new immutable snapshot from the control plane's view and swaps it in.
     void publish() {
+        const double now = monotonic_seconds();
         auto fleet = std::make_shared<Fleet>();
-        for (const auto& c : servers) {
+        fleet->settings = settings;
+        fleet->policy = policy;
+        auto member = [&](const ControlServer& c) {
             FleetMember m;
             m.state = c.state;
             m.config = c.config;
             m.models = c.models;
             m.models_known = c.models_known;
-            m.healthy = c.healthy;
-            fleet->members.push_back(std::move(m));
-        }
+            const HealthState state = c.health.state(now);
+            m.healthy = state == HealthState::healthy;
+            if (c.scraped) {
+                m.running = c.metrics.running;
+                m.waiting = c.metrics.waiting;
+                m.kv_cache_usage = c.metrics.kv_cache_usage;
+                m.prefix_cache_hit_rate = c.prefix_rate;
+                m.scraped = true;
+            }
+            m.health.state = to_string(state);
+            const double last = c.health.last_check_time();
+            m.health.last_check = last >= 0 ? wall_seconds() - (now - last) : -1;
+            m.health.consecutive_failures = c.health.consecutive_failures();
+            m.health.success_rate = c.health.success_rate();
+            m.health.avg_response_time = c.health.avg_response_time();
+            m.health.last_response_time = c.health.last_response_time();
+            m.health.total_checks = c.health.total_checks();
+            m.health.circuit_open = c.health.circuit_open();
+            return m;
+        };
+        for (const auto& c : servers) fleet->members.push_back(member(*c));
+        for (const auto& c : draining) fleet->draining.push_back(member(*c));
+        for (const auto& m : fleet->members) published_healthy[m.state.get()] = m.healthy;
         shared.fleet.set(std::move(fleet));
     }
 
-    // Asks every server without configured models for its /v1/models; `done` runs on the control
-    // thread once every answer (or timeout) is in and the new snapshot is published.
-    void discover(std::function<void()> done) {
-        auto pending = std::make_shared<std::size_t>(0);
-        auto finish = std::make_shared<std::function<void()>>(std::move(done));
-        for (std::size_t i = 0; i < servers.size(); ++i) {
-            if (!servers[i].config.models.empty()) continue;
-            ++*pending;
-            http_get(control_ioc, servers[i].config.parts, "/v1/models", servers[i].config.api_key,
-                     shared.settings.health_check_timeout, kModelListLimit,
-                     [this, i, pending, finish](HttpGetResult r) {
-                         auto& c = servers[i];
-                         std::optional<std::vector<std::string>> models;
-                         if (!r.error && r.status == 200) models = parse_model_list(r.body);
-                         if (models) {
-                             c.models = std::move(*models);
-                             c.models_known = true;
-                             c.healthy = true;
-                         } else {
-                             c.healthy = false;
-                         }
-                         if (--*pending == 0) {
-                             publish();
-                             if (*finish) (*finish)();
-                         }
-                     });
+    // Republishes when time alone changed a server's routability (an open circuit turning to
+    // checking, say), and lets drained servers go.
+    void tick() {
+        const double now = monotonic_seconds();
+        bool changed = false;
+        for (auto& c : servers) {
+            const bool routable = c->health.state(now) == HealthState::healthy;
+            if (published_healthy[c->state.get()] != routable) changed = true;
+            if (!c->probing && c->health.try_acquire_probe(now)) probe(*c);
         }
-        if (*pending == 0) {
-            publish();
-            if (*finish) (*finish)();
-        }
+        const auto before = draining.size();
+        std::erase_if(draining, [](const std::unique_ptr<ControlServer>& c) {
+            return c->state->in_flight.load() == 0;
+        });
+        if (changed || before != draining.size()) publish();
+        tick_timer.expires_after(std::chrono::milliseconds(250));
+        tick_timer.async_wait([this](error_code ec) {
+            if (!ec) tick();
+        });
     }
 
-    void schedule_discovery() {
-        discovery_timer.expires_after(to_duration(shared.settings.health_check_interval));
-        discovery_timer.async_wait([this](error_code ec) {
+    ControlServer* find(const BackendState* state) {
+        for (auto& c : servers)
+            if (c->state.get() == state) return c.get();
+        return nullptr;
+    }
+
+    void on_attempt(const std::shared_ptr<BackendState>& state, bool ok) {
+        ControlServer* c = find(state.get());
+        if (!c) return;  // removed meanwhile
+        c->health.on_request_result(monotonic_seconds(), ok);
+        publish();
+    }
+
+    // The circuit is half-open: one GET /health decides whether it closes.
+    void probe(ControlServer& c) {
+        c.probing = true;
+        http_get(control_ioc, c.config.parts, "/health", c.config.api_key, settings.health_check_timeout, 4096,
+                 [this, key = c.key](HttpGetResult r) {
+                     ControlServer* c = by_key(key);
+                     if (!c) return;
+                     c->probing = false;
+                     c->health.on_request_result(monotonic_seconds(), !r.error && r.status == 200);
+                     publish();
+                 });
+    }
+
+    ControlServer* by_key(const std::string& key) {
+        for (auto& c : servers)
+            if (c->key == key) return c.get();
+        return nullptr;
+    }
+
+    // One health cycle: GET /health (active checks) and, for servers without configured
+    // models, GET /v1/models. `done` runs once every answer is in.
+    void health_cycle(std::function<void()> done) {
+        auto pending = std::make_shared<std::size_t>(1);
+        auto finish = [this, pending, done = std::move(done)]() {
+            if (--*pending > 0) return;
+            publish();
+            if (done) done();
+        };
+        for (auto& cp : servers) {
+            ControlServer& c = *cp;
+            if (settings.enable_active_health_check && !c.checking) {
+                c.checking = true;
+                ++*pending;
+                http_get(control_ioc, c.config.parts, "/health", c.config.api_key, settings.health_check_timeout,
+                         4096, [this, key = c.key, finish](HttpGetResult r) {
+                             if (ControlServer* c = by_key(key)) {
+                                 c->checking = false;
+                                 c->health.on_check(monotonic_seconds(), !r.error && r.status == 200,
+                                                    r.error ? settings.health_check_timeout : r.seconds);
+                             }
+                             finish();
+                         });
+            }
+            if (c.config.models.empty()) {
+                ++*pending;
+                http_get(control_ioc, c.config.parts, "/v1/models", c.config.api_key, settings.health_check_timeout,
+                         kModelListLimit, [this, key = c.key, finish](HttpGetResult r) {
+                             ControlServer* c = by_key(key);
+                             std::optional<std::vector<std::string>> models;
+                             if (!r.error && r.status == 200) models = parse_model_list(r.body);
+                             if (c && models) {
+                                 c->models = std::move(*models);
+                                 c->models_known = true;
+                             } else if (c && !settings.enable_active_health_check) {
+                                 // Without active checks, discovery is the only sign of life.
+                                 c->health.on_check(monotonic_seconds(), false, settings.health_check_timeout);
+                             }
+                             finish();
+                         });
+            }
+        }
+        finish();
+    }
+
+    void schedule_health() {
+        health_timer.expires_after(to_duration(settings.health_check_interval));
+        health_timer.async_wait([this](error_code ec) {
             if (ec) return;
-            discover([this] { schedule_discovery(); });
+            health_cycle([this] { schedule_health(); });
         });
+    }
+
+    // One scrape of every server's /metrics; published once all have answered.
+    void scrape_cycle() {
+        auto pending = std::make_shared<std::size_t>(1);
+        auto finish = [this, pending] {
+            if (--*pending == 0) publish();
+        };
+        const double timeout = std::min(settings.health_check_timeout, std::max(0.2, settings.engine_stats_interval));
+        for (auto& cp : servers) {
+            ControlServer& c = *cp;
+            if (c.scraping) continue;
+            c.scraping = true;
+            ++*pending;
+            http_get(control_ioc, c.config.parts, "/metrics", c.config.api_key, timeout, kMetricsLimit,
+                     [this, key = c.key, finish](HttpGetResult r) {
+                         if (ControlServer* c = by_key(key)) on_scrape(*c, r);
+                         finish();
+                     });
+        }
+        finish();
+    }
+
+    void on_scrape(ControlServer& c, const HttpGetResult& r) {
+        c.scraping = false;
+        std::optional<EngineMetrics> m;
+        if (!r.error && r.status == 200) m = parse_engine_metrics(r.body);
+        if (!m) {
+            c.state->scrape_errors.fetch_add(1, std::memory_order_relaxed);
+            // Old figures mislead the load score: drop them after a few misses in a row.
+            if (++c.scrape_failures >= 3) c.scraped = false;
+            return;
+        }
+        c.scrape_failures = 0;
+        if (m->has_prefix) {
+            // The counters are cumulative: the rate that matters is the recent one.
+            const double dq = m->prefix_cache_queries - c.prev_queries;
+            const double dh = m->prefix_cache_hits - c.prev_hits;
+            if (c.prev_queries >= 0 && dq > 0 && dh >= 0) c.prefix_rate = dh / dq;
+            else if (c.prev_queries < 0) c.prefix_rate = m->prefix_cache_hit_rate();
+            c.prev_queries = m->prefix_cache_queries;
+            c.prev_hits = m->prefix_cache_hits;
+        }
+        c.metrics = *m;
+        c.scraped = true;
+    }
+
+    void schedule_scrape() {
+        scrape_timer.expires_after(to_duration(settings.engine_stats_interval));
+        scrape_timer.async_wait([this](error_code ec) {
+            if (ec) return;
+            scrape_cycle();
+            schedule_scrape();
+        });
+    }
+
+    // A new configuration, already validated: servers are matched by canonical URL so that
+    // their counters, health and pooled connections survive; removed ones drain.
+    void apply(Config config) {
+        const bool logic_changed = config.settings.routing_logic != settings.routing_logic;
+        const bool health_timing_changed = config.settings.health_check_interval != settings.health_check_interval;
+        const bool scrape_timing_changed = config.settings.engine_stats_interval != settings.engine_stats_interval;
+        settings = config.settings;
+        if (logic_changed) policy = make_policy(*parse_routing_logic(settings.routing_logic));
+        std::vector<std::unique_ptr<ControlServer>> next;
+        bool discover = false;
+        for (const auto& s : config.servers) {
+            auto fresh = std::make_unique<ControlServer>(s, settings);
+            auto it = std::find_if(servers.begin(), servers.end(),
+                                   [&](const auto& c) { return c && c->key == fresh->key; });
+            if (it == servers.end()) {
+                discover = discover || s.models.empty();
+                next.push_back(std::move(fresh));
+                continue;
+            }
+            auto kept = std::move(*it);
+            if (kept->config.models != s.models) {
+                kept->models = s.models;
+                kept->models_known = !s.models.empty();
+                discover = discover || s.models.empty();
+            }
+            const auto parts = kept->config.parts;
+            kept->config = s;
+            kept->config.parts = parts;
+            kept->health.configure(settings);
+            next.push_back(std::move(kept));
+        }
+        for (auto& c : servers)
+            if (c) draining.push_back(std::move(c));
+        servers = std::move(next);
+        shared.reloads_ok.fetch_add(1, std::memory_order_relaxed);
+        publish();
+        if (discover || health_timing_changed) {
+            health_timer.cancel();
+            health_cycle([this] { schedule_health(); });
+        }
+        if (scrape_timing_changed) {
+            scrape_timer.cancel();
+            schedule_scrape();
+        }
     }
 
     // ------------------------------------------------------------ data plane
@@ -168,12 +376,18 @@ struct Router::Impl {
     std::uint16_t start() {
         control_thread = std::thread([this] { control_ioc.run(); });
 
-        auto discovered = std::make_shared<std::promise<void>>();
-        auto ready = discovered->get_future();
-        asio::post(control_ioc, [this, discovered] { discover([discovered] { discovered->set_value(); }); });
-        // Every answer is bounded by the health-check timeout; add slack for the thread hop.
-        ready.wait_for(to_duration(shared.settings.health_check_timeout + 1));
-        asio::post(control_ioc, [this] { schedule_discovery(); });
+        // First look at the fleet before taking traffic: health and models, bounded by the
+        // check timeout (plus slack for the thread hop).
+        auto looked = std::make_shared<std::promise<void>>();
+        auto ready = looked->get_future();
+        asio::post(control_ioc, [this, looked] { health_cycle([looked] { looked->set_value(); }); });
+        ready.wait_for(to_duration(settings.health_check_timeout + 1));
+        asio::post(control_ioc, [this] {
+            schedule_health();
+            scrape_cycle();
+            schedule_scrape();
+            tick();
+        });
 
         tcp::endpoint endpoint;
         {
@@ -210,6 +424,7 @@ struct Router::Impl {
             workers.push_back(std::move(w));
         }
         bound_port = endpoint.port();
+        for (auto& w : workers) shared.workers.push_back(w.get());
         for (auto& w : workers) {
             do_accept(*w);
             w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
@@ -218,7 +433,7 @@ struct Router::Impl {
     }
 
     int shutdown(double drain_seconds) {
-        if (drain_seconds < 0) drain_seconds = shared.settings.drain_timeout;
+        if (drain_seconds < 0) drain_seconds = shared.fleet.get()->settings.drain_timeout;
         shared.stopping = true;
         for (auto& w : workers) {
             asio::post(w->ioc, [&w = *w] {
@@ -243,6 +458,7 @@ struct Router::Impl {
         if (stopped) return;
         shared.stopping = true;
         for (auto& w : workers) w->ioc.stop();
+        shared.workers.clear();
         for (auto& w : workers)
             if (w->thread.joinable()) w->thread.join();
         control_ioc.stop();
@@ -261,12 +477,18 @@ struct Router::Impl {
         return wait_cv.wait_for(lock, to_duration(seconds), [this] { return stopped; });
     }
 
-    Config config;
     RouterShared shared;
-    std::vector<ControlServer> servers;
+    // Control-thread state.
+    Settings settings;
+    std::shared_ptr<Policy> policy;
+    std::vector<std::unique_ptr<ControlServer>> servers;
+    std::vector<std::unique_ptr<ControlServer>> draining;
+    std::unordered_map<const BackendState*, bool> published_healthy;
     asio::io_context control_ioc{1};
     asio::executor_work_guard<asio::io_context::executor_type> control_work{control_ioc.get_executor()};
-    asio::steady_timer discovery_timer{control_ioc};
+    asio::steady_timer health_timer{control_ioc};
+    asio::steady_timer scrape_timer{control_ioc};
+    asio::steady_timer tick_timer{control_ioc};
     std::thread control_thread;
     std::vector<std::unique_ptr<Worker>> workers;
     std::uint16_t bound_port = 0;
@@ -287,6 +509,27 @@ bool Router::wait_for(double seconds) { return impl_->wait_for(seconds); }
 int Router::shutdown(double drain_seconds) { return impl_->shutdown(drain_seconds); }
 void Router::stop() { impl_->stop(); }
 std::uint16_t Router::port() const { return impl_->bound_port; }
+
+void Router::update_config(Config config) {
+    asio::post(impl_->control_ioc, [impl = impl_.get(), config = std::move(config)]() mutable {
+        impl->apply(std::move(config));
+    });
+}
+
+void Router::note_reload_failure() { impl_->shared.reloads_failed.fetch_add(1, std::memory_order_relaxed); }
+
+std::vector<std::pair<std::string, WindowSummary>> Router::request_stats() const {
+    const double now = monotonic_seconds();
+    const double window = impl_->shared.fleet.get()->settings.request_stats_window;
+    std::map<std::string, WindowTotals> totals;
+    for (Worker* w : impl_->shared.workers) {
+        std::lock_guard lock(w->stats.mutex);
+        for (const auto& [url, c] : w->stats.backends) totals[url].add(c.window.totals(now));
+    }
+    std::vector<std::pair<std::string, WindowSummary>> out;
+    for (const auto& [url, t] : totals) out.emplace_back(url, summarize(t, window));
+    return out;
+}
 std::shared_ptr<const Fleet> Router::fleet() const { return impl_->shared.fleet.get(); }
 
 RouterStats Router::stats() const {

@@ -11,9 +11,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/config.hpp"
 #include "core/fleet.hpp"
+#include "core/stats.hpp"
 
 namespace vllm_router {
 
@@ -56,8 +59,17 @@ public:
     // Stops at once: every connection is closed.
     void stop();
 
+    // Replaces the configuration (already validated): servers matched by URL keep their state,
+    // new ones join, removed ones drain; settings and routing logic take effect at once.
+    void update_config(Config config);
+    // Counts a reload that was refused (the file had errors); the running config stays.
+    void note_reload_failure();
+
     std::uint16_t port() const;
     RouterStats stats() const;
+    // Request statistics over the settings' request_stats_window, per backend URL
+    // ("" for requests the router answered itself).
+    std::vector<std::pair<std::string, WindowSummary>> request_stats() const;
     std::shared_ptr<const Fleet> fleet() const;
 
     struct Impl;

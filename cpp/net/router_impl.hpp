@@ -2,7 +2,10 @@
 // the per-thread Worker, the upstream connection pool and the state every session reads.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <functional>
+#include <map>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -19,6 +22,7 @@
 
 #include "core/config.hpp"
 #include "core/fleet.hpp"
+#include "core/stats.hpp"
 #include "net/router.hpp"
 
 namespace vllm_router {
@@ -72,9 +76,34 @@ private:
     std::shared_ptr<const Fleet> fleet_;
 };
 
+// What one I/O thread has seen of the requests to one backend ("" for answers the router gave
+// itself). Written by that thread only, read by /metrics and the stats readers under `mutex`.
+struct BackendCounters {
+    explicit BackendCounters(double window) : window(window) {}
+    StatsWindow window;
+    Histogram duration;
+    Histogram ttft;
+    Histogram itl;
+    std::map<std::pair<std::string, int>, std::uint64_t> by_model_status;  // (model, status) -> count
+};
+
+struct WorkerStats {
+    std::mutex mutex;
+    std::unordered_map<std::string, BackendCounters> backends;
+};
+
+// One finished request as a session reports it.
+struct FinishedRequest {
+    std::string_view backend;  // url, or "" when no backend answered
+    std::string_view model;
+    int status = 0;            // 499: the client left first
+    RequestSample sample;
+};
+
+struct Worker;
+
 // What every session reads and the counters it updates.
 struct RouterShared {
-    Settings settings;
     RouterOptions options;
     FleetHolder fleet;
     steady_clock::time_point started = steady_clock::now();
@@ -87,22 +116,38 @@ struct RouterShared {
     std::atomic<std::uint64_t> retries{0};
     std::atomic<std::uint64_t> client_aborts{0};
     std::atomic<std::uint64_t> upstream_errors{0};
+    // Failed attempts by kind: connect, timeout, status (502/503/504), broken (mid-response).
+    std::array<std::atomic<std::uint64_t>, 4> upstream_errors_by_kind{};
+    std::atomic<std::uint64_t> reloads_ok{0};
+    std::atomic<std::uint64_t> reloads_failed{0};
+
+    // Set at start: every worker, for readers that add their statistics together.
+    std::vector<Worker*> workers;
+    // Passes a request attempt's outcome to the control plane (which owns health); called by
+    // the data plane only when it matters (a failure, or the first success after failures).
+    std::function<void(const std::shared_ptr<BackendState>&, bool ok)> report_attempt;
 };
 
 // One I/O thread: its io_context, acceptor, sessions and pool. Member order matters: the
 // io_context is destroyed after the pool and acceptor (their sockets need it) and before the
-// session registry (destroying its pending handlers destroys sessions, which unregister).
+// session registry and statistics (destroying its pending handlers destroys sessions, which
+// unregister and record what they were doing).
 struct Worker {
     explicit Worker(RouterShared& shared, std::uint64_t seed) : shared(shared), rng(seed) {}
 
     RouterShared& shared;
     std::unordered_set<Session*> sessions;
+    WorkerStats stats;
+    std::mt19937_64 rng;
     asio::io_context ioc{1};
     UpstreamPool pool;
     std::optional<tcp::acceptor> acceptor;
-    std::mt19937_64 rng;
     std::thread thread;
+
+    void record(const FinishedRequest& done);
 };
+
+double monotonic_seconds();
 
 // Answers for the router's own endpoints; nullopt when `path` is not one of them.
 struct LocalAnswer {
@@ -111,6 +156,9 @@ struct LocalAnswer {
     std::string content_type = "application/json";
 };
 std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb method, std::string_view path);
+
+// The router's own Prometheus exposition (/metrics).
+std::string render_metrics(const RouterShared& shared);
 
 // Is this a path the router forwards to a backend?
 bool is_proxied_path(std::string_view path);

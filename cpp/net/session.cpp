@@ -6,6 +6,7 @@
 #include <simdjson.h>
 
 #include "core/json_util.hpp"
+#include "core/policy.hpp"
 
 namespace vllm_router {
 namespace {
@@ -69,7 +70,7 @@ Session::Session(tcp::socket socket, Worker& worker)
 
 Session::~Session() {
     release_backend(false);
-    end_exchange();
+    end_exchange(499);
     worker_.sessions.erase(this);
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -85,9 +86,11 @@ void Session::on_shutdown() {
 
 void Session::do_read_header() {
     idle_ = true;
+    // The snapshot (and with it the settings) this request will be handled with.
+    fleet_ = shared_.fleet.get();
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
-    parser_->body_limit(static_cast<std::uint64_t>(shared_.settings.max_request_body_mb * 1024 * 1024));
+    parser_->body_limit(static_cast<std::uint64_t>(settings().max_request_body_mb * 1024 * 1024));
     stream_.expires_after(kClientIdleTimeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::on_read_header, shared_from_this()));
@@ -134,7 +137,7 @@ void Session::on_continue_sent(error_code ec, std::size_t) {
 void Session::do_read_body() {
     if (parser_->is_done()) return handle_request();
     stream_.expires_after(std::max<steady_clock::duration>(kClientBodyMinTimeout,
-                                                           seconds(shared_.settings.request_timeout)));
+                                                           seconds(settings().request_timeout)));
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::on_read_body, shared_from_this()));
 }
@@ -167,6 +170,7 @@ void Session::handle_request() {
     }
 
     std::string model;
+    std::string user;
     const auto& body = req.body();
     if (!body.empty()) {
         const std::string_view content_type = req[http::field::content_type];
@@ -176,8 +180,12 @@ void Session::handle_request() {
             auto info = inspect_json(body.data(), body.size(), body.capacity());
             if (!info.valid) return send_error(400, info.error);
             model = std::move(info.model);
+            user = std::move(info.user);
         }
     }
+    // Session affinity: the configured header, else the body's "user".
+    session_value_ = std::string(req[settings().session_key]);
+    if (session_value_.empty()) session_value_ = std::move(user);
     begin_exchange(std::move(model));
 }
 
@@ -197,7 +205,7 @@ void Session::send_local(int status, std::string body, std::string_view content_
     local_->prepare_payload();
     if (head) local_->body().clear();
     local_->keep_alive(!close);
-    stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    stream_.expires_after(seconds(settings().stream_idle_timeout));
     http::async_write(stream_, *local_,
                       beast::bind_front_handler(&Session::on_local_written, shared_from_this(), close));
 }
@@ -205,7 +213,7 @@ void Session::send_local(int status, std::string body, std::string_view content_
 void Session::send_body_too_large(std::optional<std::uint64_t> length) {
     std::string msg = "request body ";
     if (length) msg += "of " + std::to_string(*length) + " bytes ";
-    msg += "exceeds the limit of " + json_number(shared_.settings.max_request_body_mb) +
+    msg += "exceeds the limit of " + json_number(settings().max_request_body_mb) +
            " MiB (max_request_body_mb)";
     send_error(413, msg, 0, true);
 }
@@ -269,6 +277,12 @@ void Session::begin_exchange(std::string model) {
     last_status_ = 0;
     last_error_.clear();
     model_ = std::move(model);
+    answered_by_.clear();
+    exchange_start_ = monotonic_seconds();
+    first_event_ = -1;
+    last_event_ = 0;
+    itl_sum_ = 0;
+    itl_count_ = 0;
     shared_.active.fetch_add(1, std::memory_order_relaxed);
 
     // The upstream request: the client's, minus hop-by-hop headers, with the proxy headers set.
@@ -298,7 +312,7 @@ void Session::begin_exchange(std::string model) {
     up_req_.prepare_payload();
     up_req_.keep_alive(true);
 
-    fleet_ = shared_.fleet.get();
+    fleet_ = shared_.fleet.get();  // the freshest health and load, now that the body is in
     watch_client();
     try_backend();
 }
@@ -310,7 +324,7 @@ void Session::try_backend() {
         if (std::find(tried_.begin(), tried_.end(), fleet_->members[i].state.get()) != tried_.end())
             exclude.push_back(i);
     const auto candidates = eligible_members(*fleet_, model_, exclude);
-    const bool retries_left = attempts_ <= shared_.settings.max_retries;
+    const bool retries_left = attempts_ <= settings().max_retries;
     if (candidates.empty() || !retries_left) {
         if (attempts_ > 0) return fail_exchange();
         // 404 only when every server's models are known and none serves it; a server whose
@@ -318,14 +332,16 @@ void Session::try_backend() {
         const bool unknown_model = !model_.empty() && !fleet_->knows_model(model_) &&
                                    std::all_of(fleet_->members.begin(), fleet_->members.end(),
                                                [](const FleetMember& m) { return m.models_known; });
-        end_exchange();
+        end_exchange(unknown_model ? 404 : 503);
         if (unknown_model)
             return send_error(404, "The model `" + model_ + "` does not exist on any server of this router.");
         std::string msg = model_.empty() ? "no healthy server is available"
                                          : "no healthy server is available for model `" + model_ + "`";
         return send_error(503, msg, 5);
     }
-    const std::size_t pick = candidates[pick_least_load(*fleet_, candidates, worker_.rng())];
+    const RouteRequest route{model_, session_value_, worker_.rng()};
+    const std::size_t pick = candidates[fleet_->policy ? fleet_->policy->pick(*fleet_, candidates, route)
+                                                       : pick_least_load(*fleet_, candidates, route.random)];
     member_ = &fleet_->members[pick];
     backend_ = member_->state;
     tried_.push_back(backend_.get());
@@ -348,7 +364,7 @@ void Session::try_backend() {
     if (attempts_++ == 0) return start_attempt();
     shared_.retries.fetch_add(1, std::memory_order_relaxed);
     // Back-off before a retry: retry_delay, doubling, with +-50 % jitter so that replicas spread out.
-    const double base = shared_.settings.retry_delay * std::pow(2.0, attempts_ - 2);
+    const double base = settings().retry_delay * std::pow(2.0, attempts_ - 2);
     const double jitter = 0.5 + std::uniform_real_distribution<double>(0, 1)(worker_.rng);
     retry_timer_.expires_after(seconds(base * jitter));
     retry_timer_.async_wait([self = shared_from_this()](error_code ec) {
@@ -369,7 +385,7 @@ void Session::connect_fresh() {
     up_ = std::make_unique<UpstreamConn>(worker_.ioc);
     up_->backend = backend_;
     const auto& parts = member_->config.parts;
-    up_->stream.expires_after(seconds(std::min(kConnectTimeoutCap, shared_.settings.request_timeout)));
+    up_->stream.expires_after(seconds(std::min(kConnectTimeoutCap, settings().request_timeout)));
     error_code ec;
     const auto address = asio::ip::make_address(parts.host, ec);
     if (!ec) {
@@ -399,7 +415,7 @@ void Session::on_connect(error_code ec) {
 }
 
 void Session::do_upstream_write() {
-    up_->stream.expires_after(seconds(shared_.settings.request_timeout));
+    up_->stream.expires_after(seconds(settings().request_timeout));
     http::async_write(up_->stream, up_req_,
                       beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
 }
@@ -423,6 +439,7 @@ void Session::on_upstream_header(error_code ec, std::size_t) {
     if (retryable_status(status)) return attempt_failed(Failure::status, {}, status);
 
     // Commit: from here on the client gets this backend's answer.
+    answered_by_ = member_->config.url;
     const auto& ures = up_parser_->get();
     res_ = {};
     res_.version(parser_->get().version());
@@ -455,7 +472,7 @@ void Session::on_upstream_header(error_code ec, std::size_t) {
     res_.body().more = !bodyless && !up_parser_->is_done();
     serializer_.emplace(res_);
     header_sent_ = true;
-    stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    stream_.expires_after(seconds(settings().stream_idle_timeout));
     http::async_write_header(stream_, *serializer_,
                              beast::bind_front_handler(&Session::on_client_header_written, shared_from_this()));
 }
@@ -475,6 +492,7 @@ void Session::attempt_failed(Failure kind, error_code ec, int status) {
     last_status_ = status;
     last_error_ = kind == Failure::status ? "answered " + std::to_string(status) : ec.message();
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    shared_.upstream_errors_by_kind[static_cast<std::size_t>(kind) - 1].fetch_add(1, std::memory_order_relaxed);
     if (up_) {
         up_->stream.close();
         up_.reset();
@@ -490,7 +508,7 @@ void Session::fail_exchange() {
     msg += timeout ? "timed out" : "failed";
     msg += " after " + std::to_string(attempts_) + " attempt" + (attempts_ == 1 ? "" : "s");
     if (!last_error_.empty()) msg += " (last: " + last_error_ + ")";
-    end_exchange();
+    end_exchange(status);
     send_error(status, msg);
 }
 
@@ -512,13 +530,13 @@ void Session::do_relay_read() {
         res_.body().data = nullptr;
         res_.body().size = 0;
         res_.body().more = false;
-        stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+        stream_.expires_after(seconds(settings().stream_idle_timeout));
         return http::async_write(stream_, *serializer_,
                                  beast::bind_front_handler(&Session::on_last_written, shared_from_this()));
     }
     up_parser_->get().body().data = relay_buf_.get();
     up_parser_->get().body().size = kRelayBufferSize;
-    up_->stream.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    up_->stream.expires_after(seconds(settings().stream_idle_timeout));
     // read_some, not read: a token must go out as soon as it arrives, not when a buffer fills.
     http::async_read_some(up_->stream, up_->buffer, *up_parser_,
                           beast::bind_front_handler(&Session::on_relay_read, shared_from_this()));
@@ -535,11 +553,23 @@ void Session::on_relay_read(error_code ec, std::size_t) {
     }
     const std::size_t n = kRelayBufferSize - up_parser_->get().body().size;
     if (n == 0) return do_relay_read();
-    if (is_sse_) sse_.feed({relay_buf_.get(), n});
+    if (is_sse_) {
+        if (const std::size_t events = sse_.feed({relay_buf_.get(), n})) {
+            const double now = monotonic_seconds();
+            if (first_event_ < 0) {
+                first_event_ = now;
+            } else {
+                itl_sum_ += now - last_event_;
+                ++itl_count_;
+            }
+            itl_count_ += events - 1;  // events that arrived together: gaps of zero
+            last_event_ = now;
+        }
+    }
     res_.body().data = relay_buf_.get();
     res_.body().size = n;
     res_.body().more = true;
-    stream_.expires_after(seconds(shared_.settings.stream_idle_timeout));
+    stream_.expires_after(seconds(settings().stream_idle_timeout));
     http::async_write(stream_, *serializer_,
                       beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
 }
@@ -563,7 +593,7 @@ void Session::on_last_written(error_code ec, std::size_t) {
         up_->stream.close();
         up_.reset();
     }
-    end_exchange();
+    end_exchange(res_.result_int());
     next_request_or_close(!client_keep_alive_);
 }
 
@@ -572,12 +602,13 @@ void Session::stream_broke(std::string_view why) {
     // the stream's own terms first; then close without the final chunk, so that no client can
     // take the answer for complete.
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    shared_.upstream_errors_by_kind[static_cast<std::size_t>(Failure::broken) - 1].fetch_add(1, std::memory_order_relaxed);
     release_backend(false);
     if (up_) {
         up_->stream.close();
         up_.reset();
     }
-    end_exchange();
+    end_exchange(res_.result_int(), false);
     // Mid-event, an appended event would merge with the broken one: just close then.
     if (!is_sse_ || !sse_.at_event_boundary()) return close_client();
     auto event = std::make_shared<std::string>();
@@ -620,7 +651,7 @@ void Session::client_left() {
         up_.reset();
     }
     release_backend(false);
-    end_exchange();
+    end_exchange(499);
     close_client();
 }
 
@@ -629,23 +660,37 @@ void Session::client_left() {
 void Session::release_backend(bool success) {
     if (!backend_) return;
     backend_->in_flight.fetch_sub(1, std::memory_order_relaxed);
-    if (success) {
-        backend_->consecutive_failures.store(0, std::memory_order_relaxed);
-    } else if (!client_gone_) {
+    if (client_gone_) {
+        // The client's leaving says nothing about the server.
+    } else if (success) {
+        // Only the first success after failures is news for the health tracker.
+        if (backend_->consecutive_failures.exchange(0, std::memory_order_relaxed) > 0 && shared_.report_attempt)
+            shared_.report_attempt(backend_, true);
+    } else {
         backend_->failures.fetch_add(1, std::memory_order_relaxed);
         backend_->consecutive_failures.fetch_add(1, std::memory_order_relaxed);
+        if (shared_.report_attempt) shared_.report_attempt(backend_, false);
     }
     backend_.reset();
 }
 
-void Session::end_exchange() {
+void Session::end_exchange(int status, bool ok) {
     if (!in_exchange_) return;
     in_exchange_ = false;
     shared_.active.fetch_sub(1, std::memory_order_relaxed);
     shared_.requests.fetch_add(1, std::memory_order_relaxed);
+    FinishedRequest done;
+    done.backend = answered_by_;
+    done.model = model_;
+    done.status = status;
+    done.sample.latency = monotonic_seconds() - exchange_start_;
+    done.sample.ttft = first_event_ >= 0 ? first_event_ - exchange_start_ : -1;
+    done.sample.itl_sum = itl_sum_;
+    done.sample.itl_count = itl_count_;
+    done.sample.ok = ok && status < 500;
+    worker_.record(done);
     up_req_.body().clear();
     up_req_.body().shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
-    fleet_.reset();
     member_ = nullptr;
 }
 

@@ -72,9 +72,10 @@ private:
     void client_left();
 
     void release_backend(bool success);
-    void end_exchange();
+    void end_exchange(int status, bool ok = true);
     void next_request_or_close(bool close);
     void close_client();
+    const Settings& settings() const { return fleet_->settings; }
 
     Worker& worker_;
     RouterShared& shared_;
@@ -96,6 +97,13 @@ private:
     bool header_sent_ = false;
     std::shared_ptr<const Fleet> fleet_;
     std::string model_;
+    std::string session_value_;     // what session affinity hashes
+    std::string answered_by_;       // url of the backend whose answer the client got
+    double exchange_start_ = 0;     // monotonic seconds
+    double first_event_ = -1;       // when the first streamed event arrived; < 0: none yet
+    double last_event_ = 0;
+    double itl_sum_ = 0;
+    std::uint64_t itl_count_ = 0;
     std::vector<const BackendState*> tried_;
     std::shared_ptr<BackendState> backend_;
     const FleetMember* member_ = nullptr;

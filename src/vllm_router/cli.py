@@ -130,20 +130,23 @@ def run(
     ] = False,
 ) -> None:
     """Start the router in the foreground."""
-    resolved = resolve(
-        config,
-        overrides={
-            "routing_logic": routing_logic.value if routing_logic else None,
-            "session_key": session_key,
-            "engine_stats_interval": engine_stats_interval,
-            "request_stats_window": request_stats_window,
-            "health_check_interval": health_check_interval,
-            "config_reload_interval": config_reload_interval,
-            "request_timeout": request_timeout,
-        },
-        static_backends=split_list(static_backends),
-        static_models=split_list(static_models),
-    )
+    def resolve_now() -> Resolved:
+        return resolve(
+            config,
+            overrides={
+                "routing_logic": routing_logic.value if routing_logic else None,
+                "session_key": session_key,
+                "engine_stats_interval": engine_stats_interval,
+                "request_stats_window": request_stats_window,
+                "health_check_interval": health_check_interval,
+                "config_reload_interval": config_reload_interval,
+                "request_timeout": request_timeout,
+            },
+            static_backends=split_list(static_backends),
+            static_models=split_list(static_models),
+        )
+
+    resolved = resolve_now()
     if not resolved.ok:
         _print_errors(resolved)
         raise typer.Exit(1)
@@ -166,7 +169,17 @@ def run(
     n = len(resolved.config.servers)
     out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
               f"({n} server{'s' if n != 1 else ''})", markup=False)
-    raise typer.Exit(serve(router))
+    from vllm_router.reload import ConfigWatcher, install_sighup
+
+    watcher = ConfigWatcher(router, resolved.config_path, resolve_now,
+                            resolved.config.settings.config_reload_interval).start()
+    restore_sighup = install_sighup(watcher)
+    try:
+        code = serve(router)
+    finally:
+        restore_sighup()
+        watcher.stop()
+    raise typer.Exit(code)
 
 
 @app.command("check-config")

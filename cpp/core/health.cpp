@@ -1,0 +1,162 @@
+#include "core/health.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace vllm_router {
+
+const char* to_string(HealthState state) {
+    switch (state) {
+        case HealthState::healthy: return "healthy";
+        case HealthState::unhealthy: return "unhealthy";
+        case HealthState::checking: return "checking";
+        case HealthState::draining: return "draining";
+    }
+    return "unknown";
+}
+
+HealthTracker::HealthTracker(const Settings& settings)
+    : last_check_time_(std::numeric_limits<double>::quiet_NaN()) {
+    configure(settings);
+}
+
+void HealthTracker::configure(const Settings& settings) {
+    min_success_rate_ = settings.health_check_min_success_rate;
+    max_response_time_ = settings.health_check_max_response_time;
+    consecutive_limit_ = static_cast<int>(std::max<std::int64_t>(1, settings.health_check_consecutive_failures));
+    failure_threshold_ = static_cast<int>(std::max<std::int64_t>(1, settings.failure_threshold));
+    recovery_after_ = settings.auto_recovery_threshold;
+    probe_lease_ = settings.request_timeout;
+    active_enabled_ = settings.enable_active_health_check;
+    if (!active_enabled_) active_down_ = false;
+
+    const auto size = static_cast<std::size_t>(std::max<std::int64_t>(1, settings.health_check_window_size));
+    if (size == ring_.size()) return;
+    // Re-lay the newest checks oldest first into a ring of the new size.
+    const std::size_t keep = std::min(count_, size);
+    std::vector<Check> ring(size);
+    for (std::size_t i = 0; i < keep; ++i) ring[keep - 1 - i] = newest(i);
+    ring_ = std::move(ring);
+    count_ = keep;
+    next_ = keep % size;
+    judged_ = std::min(judged_, keep);
+}
+
+void HealthTracker::push(Check check) {
+    ring_[next_] = check;
+    next_ = (next_ + 1) % ring_.size();
+    count_ = std::min(count_ + 1, ring_.size());
+    judged_ = std::min(judged_ + 1, ring_.size());
+}
+
+const HealthTracker::Check& HealthTracker::newest(std::size_t i) const {
+    return ring_[(next_ + ring_.size() - 1 - i) % ring_.size()];
+}
+
+bool HealthTracker::window_trigger() const {
+    const std::size_t n = std::min(judged_, count_);
+    if (n < std::min<std::size_t>(ring_.size(), 3)) return false;
+    std::size_t successes = 0;
+    double response_sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const Check& c = newest(i);
+        if (!c.ok) continue;
+        ++successes;
+        response_sum += c.response_seconds;
+    }
+    if (static_cast<double>(successes) / static_cast<double>(n) < min_success_rate_) return true;
+    return successes > 0 && response_sum / static_cast<double>(successes) > max_response_time_;
+}
+
+void HealthTracker::on_check(double now, bool ok, double response_seconds) {
+    ++total_checks_;
+    last_check_time_ = now;
+    last_response_time_ = response_seconds;
+    push({ok, response_seconds});
+    consecutive_failures_ = ok ? 0 : consecutive_failures_ + 1;
+    // An outage: what came before it says nothing about the server that will come back.
+    if (consecutive_failures_ >= consecutive_limit_) judged_ = 0;
+    if (!active_enabled_) return;
+
+    const bool was_down = active_down_;
+    if (consecutive_failures_ >= consecutive_limit_ || window_trigger()) {
+        active_down_ = true;
+    } else if (ok) {
+        active_down_ = false;
+    }
+    if (was_down && !active_down_ && circuit_open_) half_open_at_ = std::min(half_open_at_, now);
+}
+
+void HealthTracker::open_circuit(double now) {
+    circuit_open_ = true;
+    half_open_at_ = now + recovery_after_;
+    probe_out_ = false;
+}
+
+void HealthTracker::on_request_result(double now, bool ok) {
+    if (circuit_open_) {
+        if (!probe_out_) return;  // sent before the circuit opened
+        probe_out_ = false;
+        if (ok) {
+            circuit_open_ = false;
+            request_failures_ = 0;
+        } else {
+            ++request_failures_;
+            open_circuit(now);
+        }
+        return;
+    }
+    if (ok) {
+        request_failures_ = 0;
+    } else if (++request_failures_ >= failure_threshold_) {
+        open_circuit(now);
+    }
+}
+
+void HealthTracker::set_draining(bool draining) { draining_ = draining; }
+
+bool HealthTracker::probe_slot_free(double now) const {
+    return !probe_out_ || now - probe_at_ >= probe_lease_;
+}
+
+bool HealthTracker::try_acquire_probe(double now) {
+    if (state(now) != HealthState::checking || !probe_slot_free(now)) return false;
+    probe_out_ = true;
+    probe_at_ = now;
+    return true;
+}
+
+HealthState HealthTracker::state(double now) const {
+    if (draining_) return HealthState::draining;
+    if (active_down_) return HealthState::unhealthy;
+    if (circuit_open_) return now >= half_open_at_ ? HealthState::checking : HealthState::unhealthy;
+    return HealthState::healthy;
+}
+
+bool HealthTracker::routable(double now) const {
+    switch (state(now)) {
+        case HealthState::healthy: return true;
+        case HealthState::checking: return probe_slot_free(now);
+        default: return false;
+    }
+}
+
+double HealthTracker::success_rate() const {
+    if (count_ == 0) return 1;
+    std::size_t successes = 0;
+    for (std::size_t i = 0; i < count_; ++i) successes += newest(i).ok ? 1 : 0;
+    return static_cast<double>(successes) / static_cast<double>(count_);
+}
+
+double HealthTracker::avg_response_time() const {
+    std::size_t successes = 0;
+    double sum = 0;
+    for (std::size_t i = 0; i < count_; ++i) {
+        if (!newest(i).ok) continue;
+        ++successes;
+        sum += newest(i).response_seconds;
+    }
+    return successes == 0 ? 0 : sum / static_cast<double>(successes);
+}
+
+}  // namespace vllm_router
