@@ -1,16 +1,52 @@
 // Binds the Router. Every call that can block (start, wait, shutdown, stop) releases the GIL,
 // so that Python threads (logging, dashboard, callbacks) keep running meanwhile and a signal
 // reaches Python's main thread, which then calls shutdown().
+#include <algorithm>
+
 #include <pybind11/stl.h>
 
 #include "bindings/bindings.hpp"
+#include "net/bridge.hpp"
 #include "net/router.hpp"
 
 namespace py = pybind11;
 
 namespace vllm_router {
+namespace {
+
+// Request paths and addresses come from clients: never let a bad byte lose a batch of events.
+py::str text(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
+}  // namespace
 
 void bind_router(py::module_& m) {
+    py::class_<CallbackJob, std::shared_ptr<CallbackJob>>(m, "CallbackJob")
+        .def_property_readonly("kind", [](const CallbackJob& j) { return j.kind == CallbackJob::Kind::pre ? "pre" : "post"; })
+        .def_readonly("method", &CallbackJob::method)
+        .def_readonly("target", &CallbackJob::target)
+        .def_readonly("client", &CallbackJob::client)
+        .def_readonly("request_id", &CallbackJob::request_id)
+        .def_readonly("headers", &CallbackJob::headers)
+        .def_readonly("status", &CallbackJob::status)
+        .def_property_readonly("body", [](const CallbackJob& j) { return py::bytes(j.body); })
+        .def_property_readonly("response", [](const CallbackJob& j) { return py::bytes(j.response); })
+        .def("reply", [](CallbackJob& j, int status, py::bytes body, std::vector<std::pair<std::string, std::string>> headers,
+                         std::string content_type) {
+                 CallbackReply r;
+                 r.status = status;
+                 r.body = std::string(body);
+                 r.headers = std::move(headers);
+                 r.content_type = std::move(content_type);
+                 j.answer(std::move(r));
+             },
+             py::arg("status"), py::arg("body"), py::arg("headers"), py::arg("content_type"),
+             "Answer the client with this response instead of proxying.")
+        .def("proceed", [](CallbackJob& j) { j.answer(std::nullopt); }, "Let the request go on to a backend.");
+
     py::class_<Router>(m, "Router")
         .def(py::init([](Config config, std::string host, int port, int threads, std::string version) {
                  RouterOptions o;
@@ -49,6 +85,36 @@ void bind_router(py::module_& m) {
             }
             return out;
         }, "Per backend URL ('' for the router's own answers): qps, error_rate, avg_latency, avg_ttft, avg_itl.")
+        .def("drain_events", [](Router& r) {
+            auto events = r.drain_events();
+            static const char* names[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
+            py::list out;
+            for (auto& e : events) {
+                py::dict d;
+                d["time"] = e.time;
+                d["level"] = names[std::clamp(e.level / 10 - 1, 0, 3)];
+                d["kind"] = e.access ? "access" : "event";
+                d["message"] = text(e.message);
+                if (!e.backend.empty()) d["backend"] = text(e.backend);
+                if (e.access) {
+                    d["request_id"] = text(e.request_id);
+                    d["method"] = text(e.method);
+                    d["path"] = text(e.path);
+                    d["model"] = text(e.model);
+                    d["client"] = text(e.client);
+                    d["status"] = e.status;
+                    d["stream"] = e.stream;
+                    d["attempts"] = e.attempts;
+                    if (e.latency >= 0) d["latency"] = e.latency;
+                    if (e.ttft >= 0) d["ttft"] = e.ttft;
+                }
+                out.append(std::move(d));
+            }
+            return out;
+        }, "Log events since the last call, oldest first (access events and control-plane news).")
+        .def("enable_callbacks", &Router::enable_callbacks, py::arg("pre"), py::arg("post"))
+        .def("callback_pop", &Router::callback_pop, py::arg("seconds"), py::call_guard<py::gil_scoped_release>(),
+             "The next callback job, or None after `seconds`.")
         .def("stats", [](const Router& r) {
             const RouterStats s = r.stats();
             py::dict d;

@@ -51,8 +51,8 @@ const char* scan_labels(std::string_view s, std::size_t& i, bool& closed, OnPair
         if (i == s.size() || s[i] != '"') return "expected a quoted label value";
         const std::size_t value_start = ++i;
         for (;;) {
-            i = s.find_first_of("\"\\", i);
-            if (i == std::string_view::npos || (s[i] == '\\' && i + 1 == s.size())) {
+            while (i < s.size() && s[i] != '"' && s[i] != '\\') ++i;
+            if (i == s.size() || (s[i] == '\\' && i + 1 == s.size())) {
                 i = s.size();
                 return "unterminated label value";
             }
@@ -130,7 +130,9 @@ LineError parse_line(std::string_view line, PromSample& sample, bool& is_sample)
         if (const char* what = parse_number(line.substr(i, stamp_end - i), ignored)) {
             return {"timestamp", what};
         }
-        if (skip_blanks(line, stamp_end) < line.size()) return {"unexpected text after the timestamp"};
+        if (skip_blanks(line, stamp_end) < line.size()) {
+            return {"unexpected text after the timestamp"};
+        }
     }
     is_sample = true;
     return {};
@@ -226,7 +228,8 @@ struct Accumulator {
 
 }  // namespace
 
-bool parse_prometheus(std::string_view text, const std::function<void(const PromSample&)>& on_sample,
+bool parse_prometheus(std::string_view text,
+                      const std::function<void(const PromSample&)>& on_sample,
                       std::string* error) {
     return parse_text(
         text, [&](const PromSample& s) { if (on_sample) on_sample(s); }, error);

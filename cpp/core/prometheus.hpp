@@ -36,7 +36,8 @@ struct PromSample {
 // on the first malformed line and sets *error to "line N: what" (N counts from 1), after
 // reporting every sample before that line; clears *error on success. Returns true for an empty
 // text.
-bool parse_prometheus(std::string_view text, const std::function<void(const PromSample&)>& on_sample,
+bool parse_prometheus(std::string_view text,
+                      const std::function<void(const PromSample&)>& on_sample,
                       std::string* error = nullptr);
 
 // The value of the first label named `key` in a sample's raw label text, unescaped (\" \\ \n;

@@ -146,7 +146,15 @@ struct Router::Impl {
         };
         for (const auto& c : servers) fleet->members.push_back(member(*c));
         for (const auto& c : draining) fleet->draining.push_back(member(*c));
-        for (const auto& m : fleet->members) published_healthy[m.state.get()] = m.healthy;
+        for (const auto& m : fleet->members) {
+            auto [it, fresh] = published_healthy.try_emplace(m.state.get(), m.healthy);
+            if (!fresh && it->second != m.healthy) {
+                event(m.healthy ? 20 : 30, m.config.url,
+                      m.healthy ? "server " + m.config.url + " is healthy again: it takes traffic"
+                                : "server " + m.config.url + " is " + m.health.state + ": no traffic until it recovers");
+            }
+            it->second = m.healthy;
+        }
         shared.fleet.set(std::move(fleet));
     }
 
@@ -169,6 +177,15 @@ struct Router::Impl {
         tick_timer.async_wait([this](error_code ec) {
             if (!ec) tick();
         });
+    }
+
+    void event(int level, const std::string& backend, std::string message) {
+        LogEvent e;
+        e.time = wall_seconds();
+        e.level = level;
+        e.backend = backend;
+        e.message = std::move(message);
+        shared.events.push(std::move(e));
     }
 
     ControlServer* find(const BackendState* state) {
@@ -282,6 +299,11 @@ struct Router::Impl {
         std::optional<EngineMetrics> m;
         if (!r.error && r.status == 200) m = parse_engine_metrics(r.body);
         if (!m) {
+            if (c.scrape_failures == 0) {
+                event(30, c.config.url, "cannot read " + c.config.url + "/metrics (" +
+                                            (r.error ? r.error.message() : "HTTP " + std::to_string(r.status)) +
+                                            "): load is estimated from the router's own requests");
+            }
             c.state->scrape_errors.fetch_add(1, std::memory_order_relaxed);
             // Old figures mislead the load score: drop them after a few misses in a row.
             if (++c.scrape_failures >= 3) c.scraped = false;
@@ -345,6 +367,8 @@ struct Router::Impl {
             if (c) draining.push_back(std::move(c));
         servers = std::move(next);
         shared.reloads_ok.fetch_add(1, std::memory_order_relaxed);
+        event(20, "", "configuration applied: " + std::to_string(servers.size()) + " server(s), " +
+                          std::to_string(draining.size()) + " draining");
         publish();
         if (discover || health_timing_changed) {
             health_timer.cancel();
@@ -446,9 +470,9 @@ struct Router::Impl {
             });
         }
         const auto deadline = steady_clock::now() + to_duration(drain_seconds);
-        while (shared.active.load() > 0 && steady_clock::now() < deadline)
+        while (shared.busy.load() > 0 && steady_clock::now() < deadline)
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        const int left = shared.active.load();
+        const int left = shared.busy.load();
         stop();
         return left;
     }
@@ -457,6 +481,7 @@ struct Router::Impl {
         std::lock_guard lock(stop_mutex);
         if (stopped) return;
         shared.stopping = true;
+        shared.callbacks.close();
         for (auto& w : workers) w->ioc.stop();
         shared.workers.clear();
         for (auto& w : workers)
@@ -515,6 +540,15 @@ void Router::update_config(Config config) {
         impl->apply(std::move(config));
     });
 }
+
+std::vector<LogEvent> Router::drain_events() { return impl_->shared.events.drain(); }
+
+void Router::enable_callbacks(bool pre, bool post) {
+    impl_->shared.pre_callbacks = pre;
+    impl_->shared.post_callbacks = post;
+}
+
+std::shared_ptr<CallbackJob> Router::callback_pop(double seconds) { return impl_->shared.callbacks.pop(seconds); }
 
 void Router::note_reload_failure() { impl_->shared.reloads_failed.fetch_add(1, std::memory_order_relaxed); }
 

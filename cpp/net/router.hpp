@@ -17,6 +17,7 @@
 #include "core/config.hpp"
 #include "core/fleet.hpp"
 #include "core/stats.hpp"
+#include "net/bridge.hpp"
 
 namespace vllm_router {
 
@@ -64,6 +65,11 @@ public:
     void update_config(Config config);
     // Counts a reload that was refused (the file had errors); the running config stays.
     void note_reload_failure();
+
+    // Python's side of the bridge (net/bridge.hpp).
+    std::vector<LogEvent> drain_events();
+    void enable_callbacks(bool pre, bool post);
+    std::shared_ptr<CallbackJob> callback_pop(double seconds);
 
     std::uint16_t port() const;
     RouterStats stats() const;

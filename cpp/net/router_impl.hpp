@@ -23,6 +23,7 @@
 #include "core/config.hpp"
 #include "core/fleet.hpp"
 #include "core/stats.hpp"
+#include "net/bridge.hpp"
 #include "net/router.hpp"
 
 namespace vllm_router {
@@ -109,7 +110,8 @@ struct RouterShared {
     steady_clock::time_point started = steady_clock::now();
     std::atomic<bool> stopping{false};
 
-    std::atomic<int> active{0};
+    std::atomic<int> active{0};   // being proxied now
+    std::atomic<int> busy{0};     // between a request's arrival and the end of its answer
     std::atomic<int> connections{0};
     std::atomic<std::uint64_t> requests{0};
     std::atomic<std::uint64_t> local_responses{0};
@@ -120,6 +122,12 @@ struct RouterShared {
     std::array<std::atomic<std::uint64_t>, 4> upstream_errors_by_kind{};
     std::atomic<std::uint64_t> reloads_ok{0};
     std::atomic<std::uint64_t> reloads_failed{0};
+
+    // To Python: log events, and callback jobs when a handler is installed.
+    EventQueue events;
+    CallbackQueue callbacks;
+    std::atomic<bool> pre_callbacks{false};
+    std::atomic<bool> post_callbacks{false};
 
     // Set at start: every worker, for readers that add their statistics together.
     std::vector<Worker*> workers;
@@ -133,13 +141,26 @@ struct RouterShared {
 // session registry and statistics (destroying its pending handlers destroys sessions, which
 // unregister and record what they were doing).
 struct Worker {
-    explicit Worker(RouterShared& shared, std::uint64_t seed) : shared(shared), rng(seed) {}
+    explicit Worker(RouterShared& shared, std::uint64_t seed) : shared(shared), rng(seed) {
+        gate->ioc = &ioc;
+    }
+    ~Worker() {
+        // Before anything goes: late callback answers must find the gate closed.
+        std::lock_guard lock(gate->mutex);
+        gate->ioc = nullptr;
+    }
 
     RouterShared& shared;
     std::unordered_set<Session*> sessions;
     WorkerStats stats;
     std::mt19937_64 rng;
     asio::io_context ioc{1};
+    // Keeps run() going when no socket operation is pending (every request parked on a
+    // callback, say); stop() ends it.
+    asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
+    std::shared_ptr<WorkerGate> gate = std::make_shared<WorkerGate>();
+    // Sessions waiting for a Python pre_request answer: kept alive here, not by the job.
+    std::unordered_map<Session*, std::shared_ptr<Session>> parked;
     UpstreamPool pool;
     std::optional<tcp::acceptor> acceptor;
     std::thread thread;

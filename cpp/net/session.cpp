@@ -71,6 +71,7 @@ Session::Session(tcp::socket socket, Worker& worker)
 Session::~Session() {
     release_backend(false);
     end_exchange(499);
+    not_busy();
     worker_.sessions.erase(this);
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -154,10 +155,23 @@ void Session::on_read_body(error_code ec, std::size_t) {
 
 void Session::handle_request() {
     stream_.expires_never();
+    // From here until its answer is out, the request counts for the drain of a graceful stop,
+    // whatever it waits on (a callback, a backend, a slow client).
+    if (!busy_) {
+        busy_ = true;
+        shared_.busy.fetch_add(1, std::memory_order_relaxed);
+    }
     auto& req = parser_->get();
     client_keep_alive_ = req.keep_alive();
     const std::string_view target = req.target();
     const std::string_view path = path_of(target);
+    // Per-request state starts afresh (a keep-alive connection carries many requests).
+    client_target_ = std::string(target);
+    answered_by_.clear();
+    pending_model_.clear();
+    attempts_ = 0;
+    is_sse_ = false;
+    first_event_ = -1;
     request_id_ = std::string(req[kRequestIdHeader]);
     if (request_id_.empty() || request_id_.size() > 200) request_id_ = make_request_id(worker_.rng);
 
@@ -178,7 +192,10 @@ void Session::handle_request() {
             if (auto m = multipart_field(body, *boundary, "model")) model = std::move(*m);
         } else {
             auto info = inspect_json(body.data(), body.size(), body.capacity());
-            if (!info.valid) return send_error(400, info.error);
+            if (!info.valid) {
+                log_access(400);
+                return send_error(400, info.error);
+            }
             model = std::move(info.model);
             user = std::move(info.user);
         }
@@ -186,7 +203,68 @@ void Session::handle_request() {
     // Session affinity: the configured header, else the body's "user".
     session_value_ = std::string(req[settings().session_key]);
     if (session_value_.empty()) session_value_ = std::move(user);
+    if (shared_.pre_callbacks.load(std::memory_order_relaxed)) return ask_pre_callback(std::move(model));
     begin_exchange(std::move(model));
+}
+
+// ---------------------------------------------------------------- Python callbacks
+
+std::shared_ptr<CallbackJob> Session::make_job(CallbackJob::Kind kind) const {
+    auto job = std::make_shared<CallbackJob>();
+    job->kind = kind;
+    const auto& req = parser_->get();
+    job->method = std::string(req.method_string());
+    job->target = client_target_.empty() ? std::string(req.target()) : client_target_;
+    job->client = client_ip_;
+    job->request_id = request_id_;
+    for (const auto& f : req) job->headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    return job;
+}
+
+void Session::ask_pre_callback(std::string model) {
+    // The session waits, parked on its worker, while a Python thread decides; the I/O thread
+    // goes on serving others.
+    pending_model_ = std::move(model);
+    auto job = make_job(CallbackJob::Kind::pre);
+    job->body = parser_->get().body();
+    job->session = weak_from_this();
+    job->gate = worker_.gate;
+    worker_.parked.emplace(this, shared_from_this());
+    shared_.callbacks.push(std::move(job));
+}
+
+void Session::on_pre_reply(std::optional<CallbackReply> reply) {
+    auto self = shared_from_this();
+    worker_.parked.erase(this);
+    if (closed_) return;
+    if (!reply) return begin_exchange(std::move(pending_model_));
+    reply_headers_ = std::move(reply->headers);
+    log_access(reply->status);
+    send_local(reply->status, std::move(reply->body),
+               reply->content_type.empty() ? "application/json" : reply->content_type);
+}
+
+void Session::log_access(int status) {
+    const auto& req = parser_->get();
+    LogEvent e;
+    e.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    e.access = true;
+    e.level = status >= 500 ? 30 : 20;
+    e.request_id = request_id_;
+    e.method = std::string(req.method_string());
+    e.path = std::string(path_of(client_target_));
+    e.backend = answered_by_;
+    e.model = in_exchange_ ? model_ : pending_model_;
+    e.client = client_ip_;
+    e.status = status;
+    e.stream = is_sse_;
+    e.attempts = attempts_;
+    if (in_exchange_) {
+        e.latency = monotonic_seconds() - exchange_start_;
+        if (first_event_ >= 0) e.ttft = first_event_ - exchange_start_;
+    }
+    e.message = e.method + " " + e.path + " " + std::to_string(status);
+    shared_.events.push(std::move(e));
 }
 
 // ---------------------------------------------------------------- local answers
@@ -200,6 +278,8 @@ void Session::send_local(int status, std::string body, std::string_view content_
     local_->set(http::field::content_type, content_type);
     if (!request_id_.empty()) local_->set(kRequestIdHeader, request_id_);
     if (retry_after > 0) local_->set(http::field::retry_after, std::to_string(retry_after));
+    for (const auto& [name, value] : reply_headers_) local_->set(name, value);
+    reply_headers_.clear();
     const bool head = parser_ && parser_->is_header_done() && parser_->get().method() == http::verb::head;
     local_->body() = std::move(body);
     local_->prepare_payload();
@@ -247,13 +327,21 @@ void Session::linger() {
                             });
 }
 
+void Session::not_busy() {
+    if (!busy_) return;
+    busy_ = false;
+    shared_.busy.fetch_sub(1, std::memory_order_relaxed);
+}
+
 void Session::next_request_or_close(bool close) {
+    not_busy();
     request_id_.clear();
     if (close || close_after_ || closed_) return close_client();
     do_read_header();
 }
 
 void Session::close_client() {
+    not_busy();
     if (closed_) return;
     closed_ = true;
     error_code ec;
@@ -279,6 +367,8 @@ void Session::begin_exchange(std::string model) {
     model_ = std::move(model);
     answered_by_.clear();
     exchange_start_ = monotonic_seconds();
+    capture_on_ = shared_.post_callbacks.load(std::memory_order_relaxed);
+    capture_.clear();
     first_event_ = -1;
     last_event_ = 0;
     itl_sum_ = 0;
@@ -291,7 +381,6 @@ void Session::begin_exchange(std::string model) {
     up_req_ = {};
     up_req_.method(req.method());
     up_req_.version(11);
-    client_target_ = std::string(req.target());
     const std::string_view connection = req[http::field::connection];
     std::string forwarded_for;
     for (const auto& f : req) {
@@ -553,6 +642,7 @@ void Session::on_relay_read(error_code ec, std::size_t) {
     }
     const std::size_t n = kRelayBufferSize - up_parser_->get().body().size;
     if (n == 0) return do_relay_read();
+    if (capture_on_) capture_.append(relay_buf_.get(), n);
     if (is_sse_) {
         if (const std::size_t events = sse_.feed({relay_buf_.get(), n})) {
             const double now = monotonic_seconds();
@@ -608,9 +698,10 @@ void Session::stream_broke(std::string_view why) {
         up_->stream.close();
         up_.reset();
     }
-    end_exchange(res_.result_int(), false);
     // Mid-event, an appended event would merge with the broken one: just close then.
-    if (!is_sse_ || !sse_.at_event_boundary()) return close_client();
+    const bool between_events = is_sse_ && sse_.at_event_boundary();
+    end_exchange(res_.result_int(), false);
+    if (!between_events) return close_client();
     auto event = std::make_shared<std::string>();
     *event += "data: " + openai_error_body(502, std::string(why), "upstream_error") + "\n\n";
     res_.body().data = event->data();
@@ -689,6 +780,17 @@ void Session::end_exchange(int status, bool ok) {
     done.sample.itl_count = itl_count_;
     done.sample.ok = ok && status < 500;
     worker_.record(done);
+    log_access(status);
+    if (capture_on_ && !answered_by_.empty()) {
+        auto job = make_job(CallbackJob::Kind::post);
+        job->status = status;
+        job->response = std::move(capture_);
+        job->body = std::move(up_req_.body());
+        shared_.callbacks.push(std::move(job));
+    }
+    capture_.clear();
+    capture_on_ = false;
+    is_sse_ = false;
     up_req_.body().clear();
     up_req_.body().shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
     member_ = nullptr;

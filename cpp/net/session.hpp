@@ -17,6 +17,7 @@
 
 #include "core/inspect.hpp"
 #include "core/sse.hpp"
+#include "net/bridge.hpp"
 #include "net/router_impl.hpp"
 
 namespace vllm_router {
@@ -27,6 +28,8 @@ public:
     ~Session();
 
     void start();
+    // A Python pre_request callback answered: a reply to send instead, or nullopt to proxy.
+    void on_pre_reply(std::optional<CallbackReply> reply);
     // The router is stopping: close now when idle, else after the current response.
     void on_shutdown();
 
@@ -48,6 +51,9 @@ private:
     void linger();
 
     void begin_exchange(std::string model);
+    void ask_pre_callback(std::string model);
+    std::shared_ptr<CallbackJob> make_job(CallbackJob::Kind kind) const;
+    void log_access(int status);
     void try_backend();
     void start_attempt();
     void connect_fresh();
@@ -75,6 +81,7 @@ private:
     void end_exchange(int status, bool ok = true);
     void next_request_or_close(bool close);
     void close_client();
+    void not_busy();
     const Settings& settings() const { return fleet_->settings; }
 
     Worker& worker_;
@@ -86,6 +93,7 @@ private:
     bool idle_ = true;          // waiting for the first byte of a request
     bool close_after_ = false;  // stop after the current response
     bool closed_ = false;
+    bool busy_ = false;         // counted in RouterShared::busy
 
     // The current request and exchange.
     std::string request_id_;
@@ -98,6 +106,10 @@ private:
     std::shared_ptr<const Fleet> fleet_;
     std::string model_;
     std::string session_value_;     // what session affinity hashes
+    std::string pending_model_;     // while a pre_request callback decides
+    std::string capture_;           // the response as relayed, for post_request callbacks
+    bool capture_on_ = false;
+    std::vector<std::pair<std::string, std::string>> reply_headers_;  // a callback's extra headers
     std::string answered_by_;       // url of the backend whose answer the client got
     double exchange_start_ = 0;     // monotonic seconds
     double first_event_ = -1;       // when the first streamed event arrived; < 0: none yet

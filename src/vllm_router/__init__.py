@@ -11,4 +11,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from vllm_router.callbacks import CustomCallbackHandler, Request, Response  # noqa: E402
+
+__all__ = ["CustomCallbackHandler", "Request", "Response", "__version__"]

@@ -158,27 +158,70 @@ def run(
         from vllm_router.reloader import run_with_reloader
 
         raise typer.Exit(run_with_reloader())
-    _configure_logging(console, log_level.value)
+    from vllm_router.logs import EventPump, setup_logging
+
+    try:
+        setup_logging(log_dir, level=log_level.value, console=console)
+    except ValueError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(1)
     from vllm_router.server import serve, start_router
+
+    handler = None
+    if callbacks:
+        from vllm_router.callbacks import load_handler
+
+        try:
+            handler = load_handler(callbacks)
+        except ValueError as e:
+            err.print(str(e), markup=False)
+            raise typer.Exit(1)
 
     try:
         router = start_router(resolved.config, host, port, threads or os.cpu_count() or 1)
     except RuntimeError as e:
         err.print(f"cannot start: {e}", markup=False)
         raise typer.Exit(1)
+    pump = EventPump(router.drain_events).start()
     n = len(resolved.config.servers)
+    logging.getLogger("vllm_router").info(
+        "vllm-router %s listening on http://%s:%d with %d server(s)", __version__, host, router.port, n)
     out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
               f"({n} server{'s' if n != 1 else ''})", markup=False)
     from vllm_router.reload import ConfigWatcher, install_sighup
 
+    runner = None
+    if handler is not None:
+        from vllm_router.callbacks import CallbackRunner
+
+        runner = CallbackRunner(router, handler).start()
+
     watcher = ConfigWatcher(router, resolved.config_path, resolve_now,
                             resolved.config.settings.config_reload_interval).start()
     restore_sighup = install_sighup(watcher)
+    from vllm_router.dashboard import Dashboard, StatsLogger, echo_stats_to_stdout, should_show_dashboard
+
+    # A terminal gets the live panel (full screen, or inline beside the logs with --console);
+    # Docker, k8s and pipes get plain stats lines instead.
+    live = should_show_dashboard()
+    dashboard = Dashboard(router, inline=console).start() if live else None
+    stats = None
+    if log_stats or not live:
+        if not live and not console:
+            echo_stats_to_stdout()
+        stats = StatsLogger(router, log_stats_interval).start()
     try:
         code = serve(router)
     finally:
+        if stats:
+            stats.stop()
+        if dashboard:
+            dashboard.stop()
+        if runner:
+            runner.stop()
         restore_sighup()
         watcher.stop()
+        pump.stop()
     raise typer.Exit(code)
 
 
@@ -286,16 +329,6 @@ def sim(
 def version() -> None:
     """Print the version."""
     out.print(f"vllm-router {__version__}")
-
-
-def _configure_logging(console: bool, level: str) -> None:
-    """Terminal logging with --console; the log files arrive with the operators' view."""
-    logger = logging.getLogger("vllm_router")
-    logger.setLevel(level)
-    if console and not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
 
 
 def main() -> None:

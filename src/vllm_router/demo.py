@@ -79,13 +79,17 @@ def run_demo(host: str, port: int, threads: int) -> int:
         router = start_router(demo_config(engines), host, port, threads)
         console.print(instructions(router.port))
 
-        def stats_line() -> None:
-            parts = []
-            for b in router.backends():
-                parts.append(f"{b['url'].rsplit(':', 1)[-1]}: {b['in_flight']} in flight, {b['requests']} served")
-            console.print("  ".join(parts), markup=False)
+        from vllm_router.dashboard import Dashboard, StatsLogger, echo_stats_to_stdout, should_show_dashboard
 
-        return serve(router, every=stats_line)
+        if should_show_dashboard():
+            view = Dashboard(router, inline=True).start()  # inline keeps the instructions visible
+        else:
+            echo_stats_to_stdout()
+            view = StatsLogger(router, 5.0).start()
+        try:
+            return serve(router)
+        finally:
+            view.stop()
     finally:
         for engine in engines:
             engine.stop()

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +19,20 @@ using test::vllm_v1_metrics;
 
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 constexpr double inf = std::numeric_limits<double>::infinity();
+
+// A copy of `s` in a heap block of exactly its size: a sanitizer build then sees any read past
+// the end, which the spare capacity of a std::string would hide.
+class ExactCopy {
+public:
+    explicit ExactCopy(std::string_view s) : data_(new char[s.size()]), size_(s.size()) {
+        std::copy(s.begin(), s.end(), data_.get());
+    }
+    std::string_view view() const { return {data_.get(), size_}; }
+
+private:
+    std::unique_ptr<char[]> data_;
+    std::size_t size_;
+};
 
 std::string with_crlf(const std::string& text) {
     std::string out;
@@ -229,8 +245,10 @@ void check_every_split_point(const std::string& text) {
         }
         const std::size_t k = c.samples.size();
 
-        const Parsed t = parse_all(tail);
-        const Parsed r = parse_all(prefix);
+        const ExactCopy tail_copy(tail);
+        const ExactCopy prefix_copy(prefix);
+        const Parsed t = parse_all(tail_copy.view());
+        const Parsed r = parse_all(prefix_copy.view());
         EXPECT_EQ(r.ok, t.ok);
         ASSERT_EQ(r.samples.size(), k + t.samples.size());
         EXPECT_TRUE(std::equal(c.samples.begin(), c.samples.end(), r.samples.begin()));
@@ -316,8 +334,8 @@ TEST(PromLabel, FromParsedSamples) {
         models.push_back(prom_label(s.labels, "model_name"));
     }));
     EXPECT_EQ(engines, (std::vector<std::optional<std::string>>{"0", "1"}));
-    EXPECT_EQ(models, (std::vector<std::optional<std::string>>{"meta-llama/Llama-3.1-8B-Instruct",
-                                                               "meta-llama/Llama-3.1-8B-Instruct"}));
+    const std::string model = "meta-llama/Llama-3.1-8B-Instruct";
+    EXPECT_EQ(models, (std::vector<std::optional<std::string>>{model, model}));
 }
 
 // ---- parse_engine_metrics ----
