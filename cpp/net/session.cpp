@@ -561,6 +561,12 @@ void Session::on_upstream_header(error_code ec, std::size_t) {
     res_.body().more = !bodyless && !up_parser_->is_done();
     serializer_.emplace(res_);
     header_sent_ = true;
+    if (up_->buffer.size() > 0 && !bodyless) {
+        // Body bytes came with the header (a whole small answer, typically): send the header
+        // with the first of them in one write instead of two.
+        if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
+        return do_relay_read();
+    }
     stream_.expires_after(seconds(settings().stream_idle_timeout));
     http::async_write_header(stream_, *serializer_,
                              beast::bind_front_handler(&Session::on_client_header_written, shared_from_this()));
@@ -658,15 +664,17 @@ void Session::on_relay_read(error_code ec, std::size_t) {
     }
     res_.body().data = relay_buf_.get();
     res_.body().size = n;
-    res_.body().more = true;
+    // The last piece ends the message in the same write (and, when chunked, its last chunk).
+    res_.body().more = !up_parser_->is_done();
     stream_.expires_after(seconds(settings().stream_idle_timeout));
     http::async_write(stream_, *serializer_,
                       beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
 }
 
-void Session::on_relay_written(error_code ec, std::size_t) {
+void Session::on_relay_written(error_code ec, std::size_t n) {
     if (client_gone_ || closed_) return;
     if (ec && ec != http::error::need_buffer) return client_left();
+    if (!res_.body().more) return on_last_written({}, n);
     do_relay_read();
 }
 
@@ -767,7 +775,6 @@ void Session::release_backend(bool success) {
 
 void Session::end_exchange(int status, bool ok) {
     if (!in_exchange_) return;
-    in_exchange_ = false;
     shared_.active.fetch_sub(1, std::memory_order_relaxed);
     shared_.requests.fetch_add(1, std::memory_order_relaxed);
     FinishedRequest done;
@@ -781,6 +788,7 @@ void Session::end_exchange(int status, bool ok) {
     done.sample.ok = ok && status < 500;
     worker_.record(done);
     log_access(status);
+    in_exchange_ = false;
     if (capture_on_ && !answered_by_.empty()) {
         auto job = make_job(CallbackJob::Kind::post);
         job->status = status;

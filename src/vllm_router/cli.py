@@ -57,9 +57,9 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
-    ] = None,
+    ] = False,
 ) -> None:
     """A fast, fleet-aware router in front of vLLM servers."""
 
