@@ -58,6 +58,15 @@ void UpstreamPool::give(std::unique_ptr<UpstreamConn> conn) {
     conns.push_back(std::move(conn));
 }
 
+void Worker::sweep() {
+    const auto now = steady_clock::now();
+    for (Session* s : sessions) s->check_deadlines(now);
+    sweep_timer.expires_after(std::chrono::milliseconds(250));
+    sweep_timer.async_wait([this](error_code ec) {
+        if (!ec) sweep();
+    });
+}
+
 bool is_proxied_path(std::string_view path) {
     if (path.starts_with("/v1/")) return true;
     static constexpr std::string_view exact[] = {"/tokenize", "/detokenize", "/rerank", "/score",
@@ -451,6 +460,7 @@ struct Router::Impl {
         for (auto& w : workers) shared.workers.push_back(w.get());
         for (auto& w : workers) {
             do_accept(*w);
+            w->sweep();
             w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
         }
         return bound_port;

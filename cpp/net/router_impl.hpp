@@ -163,7 +163,11 @@ struct Worker {
     std::unordered_map<Session*, std::shared_ptr<Session>> parked;
     UpstreamPool pool;
     std::optional<tcp::acceptor> acceptor;
+    asio::steady_timer sweep_timer{ioc};
     std::thread thread;
+
+    // Checks every session's deadlines a few times a second (see Session::check_deadlines).
+    void sweep();
 
     void record(const FinishedRequest& done);
 };

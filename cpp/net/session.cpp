@@ -17,6 +17,7 @@ constexpr double kConnectTimeoutCap = 5.0;                      // s: an unreach
 constexpr std::size_t kRelayBufferSize = 8192;
 constexpr std::size_t kHeaderLimit = 64 * 1024;
 constexpr std::string_view kRequestIdHeader = "X-Request-Id";
+constexpr auto kNever = steady_clock::time_point::max();
 
 std::chrono::steady_clock::duration seconds(double s) {
     return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
@@ -78,6 +79,41 @@ Session::~Session() {
 
 void Session::start() { do_read_header(); }
 
+// Timeouts are deadlines that the worker's sweep checks a few times a second (Worker::sweep),
+// not a timer per operation: re-arming a timer for every read and write cost a timerfd
+// system call each, a tenth of the router's time under load.
+void Session::client_deadline(steady_clock::duration d) { client_deadline_ = steady_clock::now() + d; }
+
+void Session::upstream_deadline(steady_clock::duration d) { upstream_deadline_ = steady_clock::now() + d; }
+
+void Session::check_deadlines(steady_clock::time_point now) {
+    error_code ignored;
+    if (now >= client_deadline_) {
+        client_deadline_ = kNever;
+        client_timed_out_ = true;
+        stream_.socket().cancel(ignored);
+    }
+    if (now >= upstream_deadline_) {
+        upstream_deadline_ = kNever;
+        if (up_) {
+            upstream_timed_out_ = true;
+            up_->stream.socket().cancel(ignored);
+        }
+    }
+}
+
+error_code Session::client_ec(error_code ec) {
+    if (ec == asio::error::operation_aborted && client_timed_out_) ec = beast::error::timeout;
+    client_timed_out_ = false;
+    return ec;
+}
+
+error_code Session::upstream_ec(error_code ec) {
+    if (ec == asio::error::operation_aborted && upstream_timed_out_) ec = beast::error::timeout;
+    upstream_timed_out_ = false;
+    return ec;
+}
+
 void Session::on_shutdown() {
     close_after_ = true;
     if (idle_) close_client();
@@ -92,12 +128,13 @@ void Session::do_read_header() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(static_cast<std::uint64_t>(settings().max_request_body_mb * 1024 * 1024));
-    stream_.expires_after(kClientIdleTimeout);
+    client_deadline(kClientIdleTimeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::on_read_header, shared_from_this()));
 }
 
 void Session::on_read_header(error_code ec, std::size_t) {
+    ec = client_ec(ec);
     idle_ = false;
     if (closed_) return;
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
@@ -123,7 +160,7 @@ void Session::on_read_header(error_code ec, std::size_t) {
     }
     if (iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
         static const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
-        stream_.expires_after(kClientBodyMinTimeout);
+        client_deadline(kClientBodyMinTimeout);
         return asio::async_write(stream_, asio::buffer(continue_line),
                                  beast::bind_front_handler(&Session::on_continue_sent, shared_from_this()));
     }
@@ -137,13 +174,14 @@ void Session::on_continue_sent(error_code ec, std::size_t) {
 
 void Session::do_read_body() {
     if (parser_->is_done()) return handle_request();
-    stream_.expires_after(std::max<steady_clock::duration>(kClientBodyMinTimeout,
+    client_deadline(std::max<steady_clock::duration>(kClientBodyMinTimeout,
                                                            seconds(settings().request_timeout)));
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::on_read_body, shared_from_this()));
 }
 
 void Session::on_read_body(error_code ec, std::size_t) {
+    ec = client_ec(ec);
     if (closed_) return;
     if (ec == http::error::body_limit) return send_body_too_large(std::nullopt);
     if (ec == beast::error::timeout) return send_error(408, "timed out reading the request body", 0, true);
@@ -154,7 +192,7 @@ void Session::on_read_body(error_code ec, std::size_t) {
 }
 
 void Session::handle_request() {
-    stream_.expires_never();
+    client_deadline_ = kNever;
     // From here until its answer is out, the request counts for the drain of a graceful stop,
     // whatever it waits on (a callback, a backend, a slow client).
     if (!busy_) {
@@ -285,7 +323,7 @@ void Session::send_local(int status, std::string body, std::string_view content_
     local_->prepare_payload();
     if (head) local_->body().clear();
     local_->keep_alive(!close);
-    stream_.expires_after(seconds(settings().stream_idle_timeout));
+    client_deadline(seconds(settings().stream_idle_timeout));
     http::async_write(stream_, *local_,
                       beast::bind_front_handler(&Session::on_local_written, shared_from_this(), close));
 }
@@ -307,7 +345,7 @@ void Session::on_local_written(bool close, error_code ec, std::size_t) {
     local_.reset();
     if (ec) return close_client();
     if (close && parser_ && !parser_->is_done()) {
-        stream_.expires_after(std::chrono::seconds(2));  // the whole linger, however chatty the client
+        client_deadline(std::chrono::seconds(2));  // the whole linger, however chatty the client
         return linger();
     }
     next_request_or_close(close);
@@ -474,7 +512,7 @@ void Session::connect_fresh() {
     up_ = std::make_unique<UpstreamConn>(worker_.ioc);
     up_->backend = backend_;
     const auto& parts = member_->config.parts;
-    up_->stream.expires_after(seconds(std::min(kConnectTimeoutCap, settings().request_timeout)));
+    upstream_deadline(seconds(std::min(kConnectTimeoutCap, settings().request_timeout)));
     error_code ec;
     const auto address = asio::ip::make_address(parts.host, ec);
     if (!ec) {
@@ -496,6 +534,7 @@ void Session::on_resolve(error_code ec, tcp::resolver::results_type results) {
 }
 
 void Session::on_connect(error_code ec) {
+    ec = upstream_ec(ec);
     if (client_gone_ || closed_) return;
     if (ec) return attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
     error_code ignored;
@@ -504,12 +543,13 @@ void Session::on_connect(error_code ec) {
 }
 
 void Session::do_upstream_write() {
-    up_->stream.expires_after(seconds(settings().request_timeout));
+    upstream_deadline(seconds(settings().request_timeout));
     http::async_write(up_->stream, up_req_,
                       beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
 }
 
 void Session::on_upstream_write(error_code ec, std::size_t) {
+    ec = upstream_ec(ec);
     if (client_gone_ || closed_) return;
     if (ec) return upstream_io_failed(ec);
     up_parser_.emplace();
@@ -522,6 +562,7 @@ void Session::on_upstream_write(error_code ec, std::size_t) {
 }
 
 void Session::on_upstream_header(error_code ec, std::size_t) {
+    ec = upstream_ec(ec);
     if (client_gone_ || closed_) return;
     if (ec) return upstream_io_failed(ec);
     const int status = static_cast<int>(up_parser_->get().result_int());
@@ -567,7 +608,7 @@ void Session::on_upstream_header(error_code ec, std::size_t) {
         if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
         return do_relay_read();
     }
-    stream_.expires_after(seconds(settings().stream_idle_timeout));
+    client_deadline(seconds(settings().stream_idle_timeout));
     http::async_write_header(stream_, *serializer_,
                              beast::bind_front_handler(&Session::on_client_header_written, shared_from_this()));
 }
@@ -625,19 +666,20 @@ void Session::do_relay_read() {
         res_.body().data = nullptr;
         res_.body().size = 0;
         res_.body().more = false;
-        stream_.expires_after(seconds(settings().stream_idle_timeout));
+        client_deadline(seconds(settings().stream_idle_timeout));
         return http::async_write(stream_, *serializer_,
                                  beast::bind_front_handler(&Session::on_last_written, shared_from_this()));
     }
     up_parser_->get().body().data = relay_buf_.get();
     up_parser_->get().body().size = kRelayBufferSize;
-    up_->stream.expires_after(seconds(settings().stream_idle_timeout));
+    upstream_deadline(seconds(settings().stream_idle_timeout));
     // read_some, not read: a token must go out as soon as it arrives, not when a buffer fills.
     http::async_read_some(up_->stream, up_->buffer, *up_parser_,
                           beast::bind_front_handler(&Session::on_relay_read, shared_from_this()));
 }
 
 void Session::on_relay_read(error_code ec, std::size_t) {
+    ec = upstream_ec(ec);
     if (client_gone_ || closed_) return;
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
@@ -666,7 +708,7 @@ void Session::on_relay_read(error_code ec, std::size_t) {
     res_.body().size = n;
     // The last piece ends the message in the same write (and, when chunked, its last chunk).
     res_.body().more = !up_parser_->is_done();
-    stream_.expires_after(seconds(settings().stream_idle_timeout));
+    client_deadline(seconds(settings().stream_idle_timeout));
     http::async_write(stream_, *serializer_,
                       beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
 }
@@ -715,7 +757,7 @@ void Session::stream_broke(std::string_view why) {
     res_.body().data = event->data();
     res_.body().size = event->size();
     res_.body().more = true;
-    stream_.expires_after(std::chrono::seconds(5));
+    client_deadline(std::chrono::seconds(5));
     http::async_write(stream_, *serializer_, [self = shared_from_this(), event](error_code, std::size_t) {
         self->close_client();
     });
@@ -799,6 +841,7 @@ void Session::end_exchange(int status, bool ok) {
     capture_.clear();
     capture_on_ = false;
     is_sse_ = false;
+    upstream_deadline_ = kNever;
     up_req_.body().clear();
     up_req_.body().shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
     member_ = nullptr;

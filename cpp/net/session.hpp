@@ -32,6 +32,8 @@ public:
     void on_pre_reply(std::optional<CallbackReply> reply);
     // The router is stopping: close now when idle, else after the current response.
     void on_shutdown();
+    // Called by the worker's sweep: cancels what waited past its deadline.
+    void check_deadlines(steady_clock::time_point now);
 
 private:
     enum class Failure { none, connect, timeout, status, broken };
@@ -82,6 +84,10 @@ private:
     void next_request_or_close(bool close);
     void close_client();
     void not_busy();
+    void client_deadline(steady_clock::duration d);
+    void upstream_deadline(steady_clock::duration d);
+    error_code client_ec(error_code ec);    // an op the sweep cancelled reads as a timeout
+    error_code upstream_ec(error_code ec);
     const Settings& settings() const { return fleet_->settings; }
 
     Worker& worker_;
@@ -94,6 +100,10 @@ private:
     bool close_after_ = false;  // stop after the current response
     bool closed_ = false;
     bool busy_ = false;         // counted in RouterShared::busy
+    steady_clock::time_point client_deadline_ = steady_clock::time_point::max();
+    steady_clock::time_point upstream_deadline_ = steady_clock::time_point::max();
+    bool client_timed_out_ = false;
+    bool upstream_timed_out_ = false;
 
     // The current request and exchange.
     std::string request_id_;
