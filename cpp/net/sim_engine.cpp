@@ -3,6 +3,8 @@
 // client leaving) and SimListener (accept loop). SimEngine owns the io_context and its threads.
 #include "net/sim_engine.hpp"
 
+#include "core/json_util.hpp"
+
 #include <array>
 #include <atomic>
 #include <charconv>
@@ -52,35 +54,6 @@ constexpr std::string_view server_name = "vllm-router-sim";
 // ---------------------------------------------------------------------------------------------
 // Text helpers
 
-void append_json_string(std::string& out, std::string_view s) {
-    static constexpr char hex[] = "0123456789abcdef";
-    out += '"';
-    for (char c : s) {
-        auto u = static_cast<unsigned char>(c);
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (u < 0x20) {
-                    out += "\\u00";
-                    out += hex[u >> 4];
-                    out += hex[u & 0xf];
-                } else {
-                    out += c;
-                }
-        }
-    }
-    out += '"';
-}
-
-std::string json_string(std::string_view s) {
-    std::string out;
-    append_json_string(out, s);
-    return out;
-}
 
 // Shortest round-trip form, with ".0" on integral values as Python's prometheus_client prints.
 std::string format_number(double v) {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import url_of
+from conftest import free_port, url_of, wait_until
 from vllm_router import CustomCallbackHandler, Response
 from vllm_router.callbacks import CallbackRunner, load_handler
 
@@ -118,16 +117,9 @@ def test_a_thousand_concurrent_requests_through_callbacks(with_callbacks):
             statuses = list(pool.map(one, range(1000)))
     assert statuses.count(418) == 100
     assert statuses.count(200) == 900
-    assert wait_for(lambda: len(handler.responses) == 900)
+    assert wait_until(lambda: len(handler.responses) == 900)
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_load_handler_errors_are_clear(tmp_path, monkeypatch):
@@ -154,10 +146,7 @@ def test_ctrl_c_with_callbacks_active_exits_zero(engine_factory, tmp_path):
 
         handler = Slow()
     """))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm_router", "run", "--host", "127.0.0.1", "--port", str(port),
          "--static-backends", url_of(engine), "--static-models", MODEL, "--callbacks", "slow_callbacks.handler",
@@ -187,7 +176,7 @@ def test_ctrl_c_with_callbacks_active_exits_zero(engine_factory, tmp_path):
             return int(float(line.split()[1]))
 
         # All eight are in (waiting on callbacks or the engine), besides this /metrics request.
-        assert wait_for(lambda: connected() >= 9, timeout=10)
+        assert wait_until(lambda: connected() >= 9, timeout=10)
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0

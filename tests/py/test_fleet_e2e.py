@@ -10,25 +10,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import url_of
+from conftest import free_port, url_of, wait_until
 
 MODEL = "sim-model"
 
 
-def wait_until(predicate, timeout: float = 5.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def completion(port: int, client: httpx.Client | None = None, **extra) -> httpx.Response:
@@ -240,12 +232,7 @@ def router_process(tmp_path):
     procs = []
 
     def start(config: Path) -> int:
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "vllm_router", "run", "--config", str(config), "--host", "127.0.0.1",
              "--port", str(port), "--threads", "2", "--console", "--log-dir", str(tmp_path / "logs")],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import url_of
+from conftest import free_port, url_of, wait_until
 
 MODEL = "sim-model"
 
@@ -26,22 +25,8 @@ def client_for(router, **kwargs) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{router.port}/v1", api_key="test-key", **kwargs)
 
 
-def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
-def closed_port() -> int:
-    """A port nobody listens on (bound once, then released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
@@ -126,7 +111,7 @@ def test_non_streaming_disconnect_also_aborts(engine_factory, router_factory):
 def test_dead_server_costs_no_failed_request(engine_factory, router_factory):
     engine = engine_factory()
     router = router_factory(
-        [{"url": f"http://127.0.0.1:{closed_port()}", "models": [MODEL]}, {"url": url_of(engine)}]
+        [{"url": f"http://127.0.0.1:{free_port()}", "models": [MODEL]}, {"url": url_of(engine)}]
     )
     client = client_for(router)
     for _ in range(20):
@@ -217,7 +202,7 @@ def test_body_over_the_limit_is_413(engine_factory, router_factory):
 
 
 def test_no_healthy_server_is_503_with_retry_after(router_factory):
-    router = router_factory([{"url": f"http://127.0.0.1:{closed_port()}"}])
+    router = router_factory([{"url": f"http://127.0.0.1:{free_port()}"}])
     response = httpx.post(f"http://127.0.0.1:{router.port}/v1/completions", json={"model": MODEL, "prompt": "x"})
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
@@ -283,7 +268,7 @@ def test_many_concurrent_streams(engine_factory, router_factory):
 
 def test_graceful_stop_finishes_an_in_flight_stream(engine_factory, tmp_path):
     engine = engine_factory(ttft=0.01, token_delay=0.1, max_tokens=15)
-    port = closed_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm_router", "run", "--host", "127.0.0.1", "--port", str(port),

@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 
-from conftest import url_of
+from conftest import free_port, url_of
 
 MODEL = "sim-model"
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_run_writes_three_log_files_with_an_access_event_per_request(engine_factory, tmp_path):
