@@ -155,15 +155,18 @@ struct Router::Impl {
         };
         for (const auto& c : servers) fleet->members.push_back(member(*c));
         for (const auto& c : draining) fleet->draining.push_back(member(*c));
+        // Rebuilt each time, so that servers removed by a reload leave no entry behind.
+        std::unordered_map<const BackendState*, bool> healthy_now;
         for (const auto& m : fleet->members) {
-            auto [it, fresh] = published_healthy.try_emplace(m.state.get(), m.healthy);
-            if (!fresh && it->second != m.healthy) {
+            auto before = published_healthy.find(m.state.get());
+            if (before != published_healthy.end() && before->second != m.healthy) {
                 event(m.healthy ? 20 : 30, m.config.url,
                       m.healthy ? "server " + m.config.url + " is healthy again: it takes traffic"
                                 : "server " + m.config.url + " is " + m.health.state + ": no traffic until it recovers");
             }
-            it->second = m.healthy;
+            healthy_now[m.state.get()] = m.healthy;
         }
+        published_healthy = std::move(healthy_now);
         shared.fleet.set(std::move(fleet));
     }
 

@@ -14,7 +14,9 @@ namespace {
 constexpr auto kClientIdleTimeout = std::chrono::seconds(75);   // keep-alive wait for a request
 constexpr auto kClientBodyMinTimeout = std::chrono::seconds(60);
 constexpr double kConnectTimeoutCap = 5.0;                      // s: an unreachable host fails fast
-constexpr std::size_t kRelayBufferSize = 8192;
+// A stream's events are a few hundred bytes; 4 KiB per relayed response keeps ten thousand
+// streams well inside the memory bar while a large answer still moves in few reads.
+constexpr std::size_t kRelayBufferSize = 4096;
 constexpr std::size_t kHeaderLimit = 64 * 1024;
 constexpr std::string_view kRequestIdHeader = "X-Request-Id";
 constexpr auto kNever = steady_clock::time_point::max();
@@ -123,6 +125,8 @@ void Session::on_shutdown() {
 
 void Session::do_read_header() {
     idle_ = true;
+    // A big request grew the read buffer: an idle keep-alive connection gives that back.
+    if (buffer_.size() == 0 && buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();
     // The snapshot (and with it the settings) this request will be handled with.
     fleet_ = shared_.fleet.get();
     parser_.emplace();
@@ -570,6 +574,11 @@ void Session::on_upstream_header(error_code ec, std::size_t) {
 
     // Commit: from here on the client gets this backend's answer.
     answered_by_ = member_->config.url;
+    if (!capture_on_) {
+        // No retry can happen any more: the prompt need not live as long as the stream.
+        up_req_.body().clear();
+        up_req_.body().shrink_to_fit();
+    }
     const auto& ures = up_parser_->get();
     res_ = {};
     res_.version(parser_->get().version());
