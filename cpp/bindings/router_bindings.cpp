@@ -95,18 +95,11 @@ void bind_router(py::module_& m) {
                 d["level"] = names[std::clamp(e.level / 10 - 1, 0, 3)];
                 d["kind"] = e.access ? "access" : "event";
                 d["message"] = text(e.message);
-                if (!e.backend.empty()) d["backend"] = text(e.backend);
+                if (!e.backend.empty() && !e.access) d["backend"] = text(e.backend);
                 if (e.access) {
-                    d["request_id"] = text(e.request_id);
-                    d["method"] = text(e.method);
-                    d["path"] = text(e.path);
-                    d["model"] = text(e.model);
-                    d["client"] = text(e.client);
-                    d["status"] = e.status;
-                    d["stream"] = e.stream;
-                    d["attempts"] = e.attempts;
-                    if (e.latency >= 0) d["latency"] = e.latency;
-                    if (e.ttft >= 0) d["ttft"] = e.ttft;
+                    // Rendered in C++: Python's pump only hands the lines to the log files.
+                    d["_json"] = text(render_access_json(e));
+                    d["_text"] = text(render_access_text(e));
                 }
                 out.append(std::move(d));
             }

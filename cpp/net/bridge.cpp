@@ -1,12 +1,89 @@
 #include "net/bridge.hpp"
 
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 
 #include <boost/asio/post.hpp>
 
+#include "core/json_util.hpp"
 #include "net/session.hpp"
 
 namespace vllm_router {
+namespace {
+
+const char* level_name(int level) {
+    return level >= 40 ? "ERROR" : level >= 30 ? "WARNING" : level >= 20 ? "INFO" : "DEBUG";
+}
+
+// Client-controlled text must not forge lines in the readable log.
+void append_one_line(std::string& out, std::string_view s) {
+    for (char c : s) {
+        if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else out += c;
+    }
+}
+
+}  // namespace
+
+std::string render_access_json(const LogEvent& e) {
+    const auto ms = static_cast<std::int64_t>(e.time * 1000.0);
+    const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&seconds, &tm);
+    char stamp[40];
+    const std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(stamp + n, sizeof stamp - n, ".%03dZ", static_cast<int>(ms % 1000));
+    std::string out;
+    out.reserve(384);
+    out += "{\"time\":\"";
+    out += stamp;
+    out += "\",\"level\":\"";
+    out += level_name(e.level);
+    out += "\",\"logger\":\"vllm_router.access\",\"message\":";
+    append_json_string(out, e.message);
+    out += ",\"request_id\":";
+    append_json_string(out, e.request_id);
+    if (!e.backend.empty()) {
+        out += ",\"backend\":";
+        append_json_string(out, e.backend);
+    }
+    if (!e.model.empty()) {
+        out += ",\"model\":";
+        append_json_string(out, e.model);
+    }
+    out += ",\"status\":" + std::to_string(e.status);
+    if (e.latency >= 0) out += ",\"latency\":" + json_number(e.latency, 6);
+    if (e.ttft >= 0) out += ",\"ttft\":" + json_number(e.ttft, 6);
+    out += ",\"method\":";
+    append_json_string(out, e.method);
+    out += ",\"path\":";
+    append_json_string(out, e.path);
+    out += ",\"client\":";
+    append_json_string(out, e.client);
+    out += ",\"stream\":";
+    out += e.stream ? "true" : "false";
+    out += ",\"attempts\":" + std::to_string(e.attempts) + "}";
+    return out;
+}
+
+std::string render_access_text(const LogEvent& e) {
+    std::string out;
+    out.reserve(256);
+    append_one_line(out, e.message);
+    if (!e.backend.empty()) {
+        out += " backend=";
+        append_one_line(out, e.backend);
+    }
+    if (!e.model.empty()) {
+        out += " model=";
+        append_one_line(out, e.model);
+    }
+    out += " request_id=";
+    append_one_line(out, e.request_id);
+    return out;
+}
 
 void EventQueue::push(LogEvent event) {
     std::lock_guard lock(mutex_);

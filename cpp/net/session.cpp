@@ -306,6 +306,7 @@ void Session::log_access(int status) {
         if (first_event_ >= 0) e.ttft = first_event_ - exchange_start_;
     }
     e.message = e.method + " " + e.path + " " + std::to_string(status);
+    if (e.latency >= 0) e.message += " " + json_number(e.latency, 3) + "s";
     shared_.events.push(std::move(e));
 }
 

@@ -123,6 +123,11 @@ class HumanFormatter(logging.Formatter):
         return "%s.%03d" % (cached[1], record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
+        pre = record.__dict__.get("_text")
+        if pre is not None:  # an access event the router rendered already
+            if not pre.isascii():
+                pre = pre.translate(_LINE_BREAKS)
+            return f"{self.formatTime(record)} {record.levelname} {record.name}: {pre}"
         message = record.getMessage()
         record.message = message
         if "\n" in message or "\r" in message:
@@ -161,6 +166,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
+        pre = fields.get("_json")
+        if pre is not None:  # an access event the router rendered already
+            return pre if pre.isascii() else pre.translate(_LINE_BREAKS)
         out: dict[str, Any] = {
             "time": self.iso_time(record.created, record.msecs),
             "level": record.levelname,
