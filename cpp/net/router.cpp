@@ -115,7 +115,11 @@ struct Router::Impl {
         publish();
     }
 
-    ~Impl() { stop(); }
+    ~Impl() {
+        stop();
+        shared.workers.clear();
+        workers.clear();  // sessions and pools go with their io_contexts, on this thread
+    }
 
     static double wall_seconds() {
         return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -496,13 +500,19 @@ struct Router::Impl {
         shared.stopping = true;
         shared.callbacks.close();
         for (auto& w : workers) w->ioc.stop();
-        shared.workers.clear();
         for (auto& w : workers)
             if (w->thread.joinable()) w->thread.join();
         control_ioc.stop();
         if (control_thread.joinable()) control_thread.join();
-        // Sessions, pools and acceptors go with their io_contexts, on this thread.
-        workers.clear();
+        // No thread runs a handler any more: close every socket now. The objects themselves stay
+        // until the router goes (~Impl), because stats readers (the dashboard, /metrics) may
+        // still walk the workers concurrently; destroying them here crashed such a reader.
+        for (auto& w : workers) {
+            error_code ec;
+            if (w->acceptor) w->acceptor->close(ec);
+            for (Session* session : w->sessions) session->close_sockets();
+            w->pool.clear();
+        }
         {
             std::lock_guard l(wait_mutex);
             stopped = true;

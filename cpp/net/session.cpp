@@ -88,6 +88,12 @@ void Session::client_deadline(steady_clock::duration d) { client_deadline_ = ste
 
 void Session::upstream_deadline(steady_clock::duration d) { upstream_deadline_ = steady_clock::now() + d; }
 
+void Session::close_sockets() {
+    error_code ignored;
+    stream_.socket().close(ignored);
+    if (up_) up_->stream.socket().close(ignored);
+}
+
 void Session::check_deadlines(steady_clock::time_point now) {
     error_code ignored;
     if (now >= client_deadline_) {

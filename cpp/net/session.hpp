@@ -32,6 +32,8 @@ public:
     void on_pre_reply(std::optional<CallbackReply> reply);
     // The router is stopping: close now when idle, else after the current response.
     void on_shutdown();
+    // The router stopped (no handler will run again): close the client and upstream sockets.
+    void close_sockets();
     // Called by the worker's sweep: cancels what waited past its deadline.
     void check_deadlines(steady_clock::time_point now);
 
