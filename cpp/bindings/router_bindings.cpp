@@ -106,6 +106,7 @@ void bind_router(py::module_& m) {
             return out;
         }, "Log events since the last call, oldest first (access events and control-plane news).")
         .def("enable_callbacks", &Router::enable_callbacks, py::arg("pre"), py::arg("post"))
+        .def("set_access_events", &Router::set_access_events, py::arg("on"))
         .def("callback_pop", &Router::callback_pop, py::arg("seconds"), py::call_guard<py::gil_scoped_release>(),
              "The next callback job, or None after `seconds`.")
         .def("stats", [](const Router& r) {

@@ -571,6 +571,8 @@ void Router::enable_callbacks(bool pre, bool post) {
     impl_->shared.post_callbacks = post;
 }
 
+void Router::set_access_events(bool on) { impl_->shared.access_events = on; }
+
 std::shared_ptr<CallbackJob> Router::callback_pop(double seconds) { return impl_->shared.callbacks.pop(seconds); }
 
 void Router::note_reload_failure() { impl_->shared.reloads_failed.fetch_add(1, std::memory_order_relaxed); }

@@ -69,6 +69,8 @@ public:
     // Python's side of the bridge (net/bridge.hpp).
     std::vector<LogEvent> drain_events();
     void enable_callbacks(bool pre, bool post);
+    // Whether to make one access event per request (off when the log level hides them).
+    void set_access_events(bool on);
     std::shared_ptr<CallbackJob> callback_pop(double seconds);
 
     std::uint16_t port() const;

@@ -126,6 +126,7 @@ struct RouterShared {
     // To Python: log events, and callback jobs when a handler is installed.
     EventQueue events;
     CallbackQueue callbacks;
+    std::atomic<bool> access_events{true};  // false when nobody logs them (level above INFO)
     std::atomic<bool> pre_callbacks{false};
     std::atomic<bool> post_callbacks{false};
 

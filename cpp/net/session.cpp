@@ -293,6 +293,7 @@ void Session::on_pre_reply(std::optional<CallbackReply> reply) {
 }
 
 void Session::log_access(int status) {
+    if (!shared_.access_events.load(std::memory_order_relaxed)) return;
     const auto& req = parser_->get();
     LogEvent e;
     e.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();

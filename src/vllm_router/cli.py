@@ -182,6 +182,8 @@ def run(
     except RuntimeError as e:
         err.print(f"cannot start: {e}", markup=False)
         raise typer.Exit(1)
+    # Access events cost a little per request: none are made when the level hides them.
+    router.set_access_events(logging.getLogger("vllm_router.access").isEnabledFor(logging.INFO))
     pump = EventPump(router.drain_events).start()
     n = len(resolved.config.servers)
     logging.getLogger("vllm_router").info(
