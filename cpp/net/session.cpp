@@ -804,10 +804,9 @@ void Session::client_left() {
     client_gone_ = true;
     shared_.client_aborts.fetch_add(1, std::memory_order_relaxed);
     // Closing the upstream socket is what makes vLLM abort the generation and free the GPU.
-    if (up_) {
-        up_->stream.close();
-        up_.reset();
-    }
+    // The connection object stays: a read may still be pending on it, and its completion
+    // (aborted) must find its stream and buffer alive. It goes with the session.
+    if (up_) up_->stream.close();
     release_backend(false);
     end_exchange(499);
     close_client();
