@@ -291,7 +291,7 @@ TMUX_SCRIPT = """
     router = _core.Router(config, "127.0.0.1", 0, 1, "test")
     router.start()
     dash = Dashboard(router, inline=False, refresh_s=0.2).start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 40
     while not stop_file.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     dash.stop()
@@ -309,13 +309,13 @@ def test_full_screen_dashboard_in_a_real_terminal(tmp_path: Path):
     socket = f"vr-dash-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if k != "TMUX"} | {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     tmux = ["tmux", "-u", "-L", socket, "-f", "/dev/null"]
-    command = f"'{sys.executable}' '{script}' '{stop_file}' 2>'{err_file}'; echo EXIT=$?; sleep 30"
+    command = f"'{sys.executable}' '{script}' '{stop_file}' 2>'{err_file}'; echo EXIT=$?; sleep 60"
 
     def screen() -> str:
         return subprocess.run([*tmux, "capture-pane", "-p", "-t", "dash"], env=env, capture_output=True,
                               text=True, timeout=5).stdout
 
-    def wait_for(predicate, timeout: float = 5.0) -> str:
+    def wait_for(predicate, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
         text = screen()
         while not predicate(text) and time.monotonic() < deadline:
