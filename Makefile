@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # rebuilds the extension; Python sources need no rebuild (editable install).
 BUILD_INPUTS := CMakeLists.txt pyproject.toml $(shell find cpp tests/cpp -type f 2>/dev/null)
 
-.PHONY: all test cpp-test py-test demo deps bench-deps build clean
+.PHONY: all test cpp-test py-test demo deps bench-deps build bench clean
 
 all: build
 
@@ -61,6 +61,14 @@ test: cpp-test py-test
 
 demo: build
 	$(BIN)/vllm-router demo
+
+# Benchmarks (bench/): rewrites docs/benchmarks.md and its plots; under 15 minutes on 2 cores.
+$(VENV)/.bench-tools: $(BIN)/python
+	$(BIN)/python -m pip install -q matplotlib
+	touch $@
+
+bench: bench-deps build $(VENV)/.bench-tools
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf build $(VENV)
