@@ -11,6 +11,8 @@
 #include "vllm_metrics_text.hpp"
 
 #include <gtest/gtest.h>
+
+#include "exact_copy.hpp"
 #include <simdjson.h>
 
 #include <algorithm>
@@ -27,19 +29,7 @@ namespace {
 
 constexpr std::uint32_t fuzz_seed = 20240611;
 
-// A copy of `s` in a heap block of exactly its size: a sanitizer build then sees any read past
-// the end, which the spare capacity of a std::string would hide.
-class ExactCopy {
-public:
-    explicit ExactCopy(std::string_view s) : data_(new char[s.size()]), size_(s.size()) {
-        std::copy(s.begin(), s.end(), data_.get());
-    }
-    std::string_view view() const { return {data_.get(), size_}; }
-
-private:
-    std::unique_ptr<char[]> data_;
-    std::size_t size_;
-};
+using testing_util::ExactCopy;
 
 std::vector<std::string> lines_of(const std::string& text) {
     std::vector<std::string> lines;

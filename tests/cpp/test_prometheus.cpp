@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "exact_copy.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,19 +22,7 @@ using test::vllm_v1_metrics;
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 constexpr double inf = std::numeric_limits<double>::infinity();
 
-// A copy of `s` in a heap block of exactly its size: a sanitizer build then sees any read past
-// the end, which the spare capacity of a std::string would hide.
-class ExactCopy {
-public:
-    explicit ExactCopy(std::string_view s) : data_(new char[s.size()]), size_(s.size()) {
-        std::copy(s.begin(), s.end(), data_.get());
-    }
-    std::string_view view() const { return {data_.get(), size_}; }
-
-private:
-    std::unique_ptr<char[]> data_;
-    std::size_t size_;
-};
+using testing_util::ExactCopy;
 
 std::string with_crlf(const std::string& text) {
     std::string out;

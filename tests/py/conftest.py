@@ -13,6 +13,19 @@ import pytest
 from vllm_router import _core
 
 
+# SPEC §2's acceptance case: four problems, on lines 3, 4, 7 and 8.
+FOUR_ERRORS_TOML = """\
+[servers]
+servers = [
+  { url = "ftp://gpu-1:8081" },
+  { url = "http://gpu-2:8081", max_concurrent_requests = 0 },
+]
+[config]
+health_check_intervl = 10
+health_check_min_success_rate = 1.7
+"""
+
+
 @pytest.fixture
 def engine_factory() -> Iterator[Callable[..., Any]]:
     """`engine_factory(**SimEngine kwargs)` -> a started simulated engine (`.port`, `.stats()`)."""

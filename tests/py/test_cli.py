@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 import vllm_router
 from vllm_router.cli import app
 
+from conftest import FOUR_ERRORS_TOML
+
 ROUTER_ENV_VARS = (
     "CONFIG_PATH", "HOST", "PORT", "LOG_TO_CONSOLE", "LOG_LEVEL", "LOG_DIR",
     "HEALTH_CHECK_INTERVAL", "CONFIG_RELOAD_INTERVAL", "REQUEST_TIMEOUT",
@@ -40,17 +42,6 @@ request_timeout = 45
 routing_logic = "roundrobin"
 """
 
-# SPEC §2's acceptance case: four problems, on lines 3, 4, 7 and 8.
-FOUR_ERRORS_TOML = """\
-[servers]
-servers = [
-  { url = "ftp://gpu-1:8081" },
-  { url = "http://gpu-2:8081", max_concurrent_requests = 0 },
-]
-[config]
-health_check_intervl = 10
-health_check_min_success_rate = 1.7
-"""
 
 
 @pytest.fixture(autouse=True)

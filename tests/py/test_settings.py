@@ -11,6 +11,8 @@ import pytest
 from vllm_router import _core
 from vllm_router.settings import SETTING_FLAGS, effective_dict, resolve, settings_rows, split_list
 
+from conftest import FOUR_ERRORS_TOML
+
 GOOD_TOML = """\
 [servers]
 servers = [
@@ -23,17 +25,7 @@ request_timeout = 30
 routing_logic = "roundrobin"
 """
 
-# Four problems on four lines (3, 4, 7, 8), as in SPEC §2's "every error is reported".
-BAD_TOML = """\
-[servers]
-servers = [
-  { url = "ftp://gpu-1:8081" },
-  { url = "http://gpu-2:8081", max_concurrent_requests = 0 },
-]
-[config]
-health_check_intervl = 10
-health_check_min_success_rate = 1.7
-"""
+BAD_TOML = FOUR_ERRORS_TOML
 
 
 @pytest.fixture
