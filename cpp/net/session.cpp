@@ -408,11 +408,9 @@ void Session::begin_exchange(std::string model) {
     in_exchange_ = true;
     ++exchange_;
     client_gone_ = false;
-    header_sent_ = false;
     attempts_ = 0;
     tried_.clear();
     last_failure_ = Failure::none;
-    last_status_ = 0;
     last_error_.clear();
     model_ = std::move(model);
     answered_by_.clear();
@@ -618,7 +616,6 @@ void Session::on_upstream_header(error_code ec, std::size_t) {
     res_.body().data = nullptr;
     res_.body().more = !bodyless && !up_parser_->is_done();
     serializer_.emplace(res_);
-    header_sent_ = true;
     if (up_->buffer.size() > 0 && !bodyless) {
         // Body bytes came with the header (a whole small answer, typically): send the header
         // with the first of them in one write instead of two.
@@ -642,7 +639,6 @@ void Session::upstream_io_failed(error_code ec) {
 
 void Session::attempt_failed(Failure kind, error_code ec, int status) {
     last_failure_ = kind;
-    last_status_ = status;
     last_error_ = kind == Failure::status ? "answered " + std::to_string(status) : ec.message();
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
     shared_.upstream_errors_by_kind[static_cast<std::size_t>(kind) - 1].fetch_add(1, std::memory_order_relaxed);

@@ -114,7 +114,6 @@ private:
     unsigned exchange_ = 0;          // bumps per exchange; stale watchers compare it
     bool in_exchange_ = false;
     bool client_gone_ = false;
-    bool header_sent_ = false;
     std::shared_ptr<const Fleet> fleet_;
     std::string model_;
     std::string session_value_;     // what session affinity hashes
@@ -133,7 +132,6 @@ private:
     const FleetMember* member_ = nullptr;
     int attempts_ = 0;
     Failure last_failure_ = Failure::none;
-    int last_status_ = 0;
     std::string last_error_;
     http::request<http::string_body> up_req_;
     std::unique_ptr<UpstreamConn> up_;
