@@ -42,12 +42,10 @@ std::unique_ptr<UpstreamConn> UpstreamPool::take(const BackendState* backend) {
         conns.pop_back();
         if (now - conn->idle_since > kPoolMaxIdle) continue;
         // A readable idle connection has been closed by the server (or sent junk): drop it.
+        // One non-blocking peek, whatever mode the socket is in.
         char probe;
-        error_code ec;
-        auto& socket = conn->stream.socket();
-        socket.non_blocking(true, ec);
-        socket.receive(asio::buffer(&probe, 1), tcp::socket::message_peek, ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) return conn;
+        const ssize_t n = ::recv(conn->socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return conn;
     }
     return nullptr;
 }
@@ -399,7 +397,7 @@ struct Router::Impl {
     // ------------------------------------------------------------ data plane
 
     void do_accept(Worker& w) {
-        w.acceptor->async_accept(w.ioc, [this, &w](error_code ec, tcp::socket socket) {
+        w.acceptor->async_accept(w.ioc, [this, &w](error_code ec, Socket socket) {
             if (ec == asio::error::operation_aborted || !w.acceptor || !w.acceptor->is_open()) return;
             if (!ec) {
                 std::make_shared<Session>(std::move(socket), w)->start();

@@ -34,14 +34,17 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using steady_clock = std::chrono::steady_clock;
+// Sockets bound to their worker's io_context directly: no type-erased executor on every
+// operation of the hot path.
+using Socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
 
 class Session;
 
 // A keep-alive connection to one backend, owned by one worker thread.
 struct UpstreamConn {
-    explicit UpstreamConn(asio::io_context& ioc) : stream(ioc) {}
-    beast::tcp_stream stream;
-    beast::flat_buffer buffer;
+    explicit UpstreamConn(asio::io_context& ioc) : socket(ioc) {}
+    Socket socket;
+    beast::flat_buffer buffer;  // bytes from the server not yet parsed
     std::shared_ptr<BackendState> backend;
     steady_clock::time_point idle_since;
     bool reused = false;  // came from the pool: may have gone stale

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <span>
 
 #include <simdjson.h>
 
@@ -18,6 +20,13 @@ constexpr double kConnectTimeoutCap = 5.0;                      // s: an unreach
 // streams well inside the memory bar while a large answer still moves in few reads.
 constexpr std::size_t kRelayBufferSize = 4096;
 constexpr std::size_t kHeaderLimit = 64 * 1024;
+// Reads take what the socket has, up to this much at a time.
+constexpr std::size_t kMinRead = 1024;
+constexpr std::size_t kMaxRead = 64 * 1024;
+// A stream's events are small: 2 KiB reads keep the buffer of each of ten thousand streams small.
+constexpr std::size_t kUpstreamMinRead = 2048;
+constexpr std::string_view kCrlf = "\r\n";
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
 constexpr std::string_view kRequestIdHeader = "X-Request-Id";
 constexpr auto kNever = steady_clock::time_point::max();
 
@@ -30,16 +39,32 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) plus those named in Connection: never forwarded.
-bool is_hop_by_hop(std::string_view name, std::string_view connection_value) {
-    static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection",
-                                                 "proxy-authenticate", "proxy-authorization", "te",
-                                                 "trailer", "transfer-encoding", "upgrade"};
-    for (auto f : fixed)
-        if (iequals(name, f)) return true;
+bool is_hop_by_hop(http::field field, std::string_view name, std::string_view connection_value) {
+    switch (field) {
+        case http::field::connection:
+        case http::field::keep_alive:
+        case http::field::proxy_connection:
+        case http::field::proxy_authenticate:
+        case http::field::proxy_authorization:
+        case http::field::te:
+        case http::field::trailer:
+        case http::field::transfer_encoding:
+        case http::field::upgrade:
+            return true;
+        default:
+            break;
+    }
     if (connection_value.empty()) return false;
     for (auto token : http::token_list{connection_value})
         if (iequals(name, token)) return true;
     return false;
+}
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
 }
 
 std::string make_request_id(std::mt19937_64& rng) {
@@ -61,14 +86,14 @@ bool retryable_status(int status) { return status == 502 || status == 503 || sta
 
 }  // namespace
 
-Session::Session(tcp::socket socket, Worker& worker)
-    : worker_(worker), shared_(worker.shared), stream_(std::move(socket)), retry_timer_(worker.ioc) {
+Session::Session(Socket socket, Worker& worker)
+    : worker_(worker), shared_(worker.shared), socket_(std::move(socket)), retry_timer_(worker.ioc) {
     worker_.sessions.insert(this);
     shared_.connections.fetch_add(1, std::memory_order_relaxed);
     error_code ec;
-    auto ep = stream_.socket().remote_endpoint(ec);
+    auto ep = socket_.remote_endpoint(ec);
     if (!ec) client_ip_ = ep.address().to_string();
-    stream_.socket().set_option(tcp::no_delay(true), ec);
+    socket_.set_option(tcp::no_delay(true), ec);
 }
 
 Session::~Session() {
@@ -79,7 +104,7 @@ Session::~Session() {
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void Session::start() { do_read_header(); }
+void Session::start() { await_request(); }
 
 // Timeouts are deadlines that the worker's sweep checks a few times a second (Worker::sweep),
 // not a timer per operation: re-arming a timer for every read and write cost a timerfd
@@ -90,8 +115,8 @@ void Session::upstream_deadline(steady_clock::duration d) { upstream_deadline_ =
 
 void Session::close_sockets() {
     error_code ignored;
-    stream_.socket().close(ignored);
-    if (up_) up_->stream.socket().close(ignored);
+    socket_.close(ignored);
+    if (up_) up_->socket.close(ignored);
 }
 
 void Session::check_deadlines(steady_clock::time_point now) {
@@ -99,13 +124,13 @@ void Session::check_deadlines(steady_clock::time_point now) {
     if (now >= client_deadline_) {
         client_deadline_ = kNever;
         client_timed_out_ = true;
-        stream_.socket().cancel(ignored);
+        socket_.cancel(ignored);
     }
     if (now >= upstream_deadline_) {
         upstream_deadline_ = kNever;
         if (up_) {
             upstream_timed_out_ = true;
-            up_->stream.socket().cancel(ignored);
+            up_->socket.cancel(ignored);
         }
     }
 }
@@ -129,98 +154,140 @@ void Session::on_shutdown() {
 
 // ---------------------------------------------------------------- reading the request
 
-void Session::do_read_header() {
+// Ready for the next request on this connection. Its bytes may be in the buffer already
+// (pipelined), or arrive through the read that stayed armed while the last one was served.
+void Session::await_request() {
+    if (client_eof_) return close_client();
     idle_ = true;
-    // A big request grew the read buffer: an idle keep-alive connection gives that back.
-    if (buffer_.size() == 0 && buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();
+    want_request_ = true;
+    header_seen_ = false;
     // The snapshot (and with it the settings) this request will be handled with.
     fleet_ = shared_.fleet.get();
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(static_cast<std::uint64_t>(settings().max_request_body_mb * 1024 * 1024));
     client_deadline(kClientIdleTimeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&Session::on_read_header, shared_from_this()));
+    if (buffer_.size() > 0) return parse_request();
+    if (!client_reading_) client_read();
 }
 
-void Session::on_read_header(error_code ec, std::size_t) {
+void Session::client_read() {
+    if (client_reading_) return;  // one read at a time; the pending one serves
+    client_reading_ = true;
+    const std::size_t room = std::clamp(buffer_.capacity() - buffer_.size(), kMinRead, kMaxRead);
+    socket_.async_read_some(buffer_.prepare(room),
+                            beast::bind_front_handler(&Session::on_client_read, shared_from_this()));
+}
+
+void Session::on_client_read(error_code ec, std::size_t n) {
+    client_reading_ = false;
     ec = client_ec(ec);
-    idle_ = false;
     if (closed_) return;
-    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
-        ec == asio::error::connection_reset) {
-        return close_client();
+    if (!ec) buffer_.commit(n);
+    if (!want_request_) {
+        // The read armed while a request is served. Data is the client's next request (it
+        // waits in the buffer); an end or an error means the client left.
+        if (!ec) {
+            if (buffer_.size() < kHeaderLimit) client_read();
+            return;
+        }
+        if (in_exchange_) return client_left();
+        client_eof_ = true;  // closes once the answer in preparation is out
+        return;
     }
     if (ec == beast::error::timeout) {
         // A connection that never sent a (whole) header: quietly close when idle, 408 otherwise.
-        if (buffer_.size() == 0) return close_client();
-        return send_error(408, "timed out reading the request header", 0, true);
+        if (!header_seen_ && buffer_.size() == 0 && !parser_->got_some()) return close_client();
+        return send_error(408, header_seen_ ? "timed out reading the request body"
+                                            : "timed out reading the request header", 0, true);
     }
-    if (ec == http::error::header_limit) return send_error(431, "request header too large", 0, true);
-    if (ec == http::error::body_limit) {
-        const auto len = parser_->content_length();
-        return send_body_too_large(len ? std::optional<std::uint64_t>(*len) : std::nullopt);
-    }
-    if (ec) return send_error(400, "malformed HTTP request: " + ec.message(), 0, true);
+    // The client closed or reset (mid-request included): nothing to answer.
+    if (ec) return close_client();
+    idle_ = false;
+    parse_request();
+}
 
+// Feeds what the buffer holds to the parser; reads more when it needs more.
+void Session::parse_request() {
+    idle_ = false;
+    while (buffer_.size() > 0) {
+        error_code ec;
+        const std::size_t used = parser_->put(buffer_.data(), ec);
+        buffer_.consume(used);
+        if (ec == http::error::need_more) break;
+        if (ec == http::error::header_limit) return send_error(431, "request header too large", 0, true);
+        if (ec == http::error::body_limit) {
+            const auto len = parser_->content_length();
+            return send_body_too_large(len ? std::optional<std::uint64_t>(*len) : std::nullopt);
+        }
+        if (ec) return send_error(400, "malformed HTTP request: " + ec.message(), 0, true);
+        if (parser_->is_header_done() && !header_seen_) {
+            header_seen_ = true;
+            on_request_header();
+            if (closed_ || !want_request_) return;
+            continue;
+        }
+        if (parser_->is_done()) return handle_request();
+        if (used == 0) break;
+    }
+    if (parser_->is_done()) return handle_request();
+    client_read();
+}
+
+void Session::on_request_header() {
     auto& req = parser_->get();
+    // From the header on, parse everything at hand in one go.
+    parser_->eager(true);
     if (auto len = parser_->content_length(); len && *len > 0) {
         // Room for simdjson's padding, so that the body is inspected where it lies.
         req.body().reserve(*len + simdjson::SIMDJSON_PADDING);
     }
-    if (iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
+    client_deadline(std::max<steady_clock::duration>(kClientBodyMinTimeout, seconds(settings().request_timeout)));
+    if (iequals(req[http::field::expect], "100-continue") && !parser_->is_done() && buffer_.size() == 0) {
+        // The client waits for our go before sending the body. Parsing stops until it is out.
         static const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
-        client_deadline(kClientBodyMinTimeout);
-        return asio::async_write(stream_, asio::buffer(continue_line),
-                                 beast::bind_front_handler(&Session::on_continue_sent, shared_from_this()));
+        want_request_ = false;
+        asio::async_write(socket_, asio::buffer(continue_line),
+                          beast::bind_front_handler(&Session::on_continue_sent, shared_from_this()));
     }
-    do_read_body();
 }
 
 void Session::on_continue_sent(error_code ec, std::size_t) {
-    if (ec) return close_client();
-    do_read_body();
-}
-
-void Session::do_read_body() {
-    if (parser_->is_done()) return handle_request();
-    client_deadline(std::max<steady_clock::duration>(kClientBodyMinTimeout,
-                                                           seconds(settings().request_timeout)));
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::on_read_body, shared_from_this()));
-}
-
-void Session::on_read_body(error_code ec, std::size_t) {
-    ec = client_ec(ec);
     if (closed_) return;
-    if (ec == http::error::body_limit) return send_body_too_large(std::nullopt);
-    if (ec == beast::error::timeout) return send_error(408, "timed out reading the request body", 0, true);
-    if (ec == http::error::partial_message || ec == asio::error::eof || ec == asio::error::connection_reset)
-        return close_client();
-    if (ec) return send_error(400, "malformed HTTP request: " + ec.message(), 0, true);
-    handle_request();
+    if (ec) return close_client();
+    want_request_ = true;
+    parse_request();
 }
 
 void Session::handle_request() {
     client_deadline_ = kNever;
+    want_request_ = false;
+    idle_ = false;
     // From here until its answer is out, the request counts for the drain of a graceful stop,
     // whatever it waits on (a callback, a backend, a slow client).
     if (!busy_) {
         busy_ = true;
         shared_.busy.fetch_add(1, std::memory_order_relaxed);
     }
+    // A big request grew the read buffer: give that back before it idles under a long answer.
+    if (!client_reading_ && buffer_.size() == 0 && buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();
+    // Watch the client while it is served. Pipelined bytes beyond a header's worth stop the
+    // watching (they wait, bounded, until their turn).
+    if (buffer_.size() < kHeaderLimit) client_read();
+
     auto& req = parser_->get();
     client_keep_alive_ = req.keep_alive();
+    method_ = req.method();
     const std::string_view target = req.target();
     const std::string_view path = path_of(target);
     // Per-request state starts afresh (a keep-alive connection carries many requests).
-    client_target_ = std::string(target);
+    client_target_.assign(target);
     answered_by_.clear();
     pending_model_.clear();
     attempts_ = 0;
     is_sse_ = false;
     first_event_ = -1;
-    request_id_ = std::string(req[kRequestIdHeader]);
+    request_id_.assign(req[kRequestIdHeader]);
     if (request_id_.empty() || request_id_.size() > 200) request_id_ = make_request_id(worker_.rng);
 
     if (auto local = admin_answer(shared_, req.method(), path)) {
@@ -249,7 +316,7 @@ void Session::handle_request() {
         }
     }
     // Session affinity: the configured header, else the body's "user".
-    session_value_ = std::string(req[settings().session_key]);
+    session_value_.assign(req[settings().session_key]);
     if (session_value_.empty()) session_value_ = std::move(user);
     if (shared_.pre_callbacks.load(std::memory_order_relaxed)) return ask_pre_callback(std::move(model));
     begin_exchange(std::move(model));
@@ -285,6 +352,7 @@ void Session::on_pre_reply(std::optional<CallbackReply> reply) {
     auto self = shared_from_this();
     worker_.parked.erase(this);
     if (closed_) return;
+    if (client_eof_) return close_client();  // it left while the callback decided
     if (!reply) return begin_exchange(std::move(pending_model_));
     reply_headers_ = std::move(reply->headers);
     log_access(reply->status);
@@ -336,7 +404,7 @@ void Session::send_local(int status, std::string body, std::string_view content_
     if (head) local_->body().clear();
     local_->keep_alive(!close);
     client_deadline(seconds(settings().stream_idle_timeout));
-    http::async_write(stream_, *local_,
+    http::async_write(socket_, *local_,
                       beast::bind_front_handler(&Session::on_local_written, shared_from_this(), close));
 }
 
@@ -367,10 +435,11 @@ void Session::linger() {
     // The client may still be sending the body we refused. Closing with unread input makes the
     // kernel answer with a reset, which can destroy our answer before the client reads it; so
     // stop sending, then read and discard for a short while before closing.
+    if (client_reading_) return close_client();  // a read is pending already (rare: pipelining)
     error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
     if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
-    stream_.async_read_some(asio::buffer(relay_buf_.get(), kRelayBufferSize),
+    socket_.async_read_some(asio::buffer(relay_buf_.get(), kRelayBufferSize),
                             [self = shared_from_this()](error_code ec, std::size_t) {
                                 if (ec) return self->close_client();
                                 self->linger();
@@ -387,7 +456,7 @@ void Session::next_request_or_close(bool close) {
     not_busy();
     request_id_.clear();
     if (close || close_after_ || closed_) return close_client();
-    do_read_header();
+    await_request();
 }
 
 void Session::close_client() {
@@ -395,10 +464,10 @@ void Session::close_client() {
     if (closed_) return;
     closed_ = true;
     error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
     retry_timer_.cancel();
-    if (up_) up_->stream.close();
+    if (up_) up_->socket.close(ec);
 }
 
 // ---------------------------------------------------------------- choosing a backend
@@ -406,7 +475,6 @@ void Session::close_client() {
 void Session::begin_exchange(std::string model) {
     auto& req = parser_->get();
     in_exchange_ = true;
-    ++exchange_;
     client_gone_ = false;
     attempts_ = 0;
     tried_.clear();
@@ -424,33 +492,35 @@ void Session::begin_exchange(std::string model) {
     shared_.active.fetch_add(1, std::memory_order_relaxed);
 
     // The upstream request: the client's, minus hop-by-hop headers, with the proxy headers set.
-    // The body moves over untouched; per-backend fields (Host, target, Authorization) are set
-    // at each attempt.
-    up_req_ = {};
-    up_req_.method(req.method());
-    up_req_.version(11);
+    // The body moves over untouched; per-backend fields (request line, Host, Authorization,
+    // Content-Length) are added at each attempt (build_upstream_head).
+    up_fields_.clear();
     const std::string_view connection = req[http::field::connection];
-    std::string forwarded_for;
+    std::string_view forwarded_for;
     for (const auto& f : req) {
+        const http::field id = f.name();
         const std::string_view name = f.name_string();
-        if (is_hop_by_hop(name, connection) || f.name() == http::field::host || f.name() == http::field::expect ||
-            f.name() == http::field::content_length || iequals(f.name_string(), kRequestIdHeader))
+        if (id == http::field::host || id == http::field::expect || id == http::field::content_length ||
+            id == http::field::authorization || is_hop_by_hop(id, name, connection) ||
+            iequals(name, kRequestIdHeader))
             continue;
-        if (iequals(name, "x-forwarded-for")) {
-            forwarded_for = std::string(f.value());
+        if (iequals(name, "X-Forwarded-For")) {
+            forwarded_for = f.value();
             continue;
         }
-        up_req_.insert(name, f.value());
+        append_field(up_fields_, name, f.value());
     }
-    if (!client_ip_.empty()) forwarded_for = forwarded_for.empty() ? client_ip_ : forwarded_for + ", " + client_ip_;
-    if (!forwarded_for.empty()) up_req_.set("X-Forwarded-For", forwarded_for);
-    up_req_.set(kRequestIdHeader, request_id_);
-    up_req_.body() = std::move(req.body());
-    up_req_.prepare_payload();
-    up_req_.keep_alive(true);
+    if (!forwarded_for.empty() || !client_ip_.empty()) {
+        up_fields_ += "X-Forwarded-For: ";
+        up_fields_ += forwarded_for;
+        if (!forwarded_for.empty() && !client_ip_.empty()) up_fields_ += ", ";
+        up_fields_ += client_ip_;
+        up_fields_ += kCrlf;
+    }
+    append_field(up_fields_, kRequestIdHeader, request_id_);
+    up_body_ = std::move(req.body());
 
     fleet_ = shared_.fleet.get();  // the freshest health and load, now that the body is in
-    watch_client();
     try_backend();
 }
 
@@ -484,19 +554,7 @@ void Session::try_backend() {
     tried_.push_back(backend_.get());
     backend_->in_flight.fetch_add(1, std::memory_order_relaxed);
     backend_->requests.fetch_add(1, std::memory_order_relaxed);
-
-    const ServerConfig& server = member_->config;
-    up_req_.target(server.parts.base_path + client_target_);
-    const bool default_port = server.parts.port == (server.parts.scheme == "https" ? 443 : 80);
-    up_req_.set(http::field::host, default_port ? server.parts.host
-                                                : server.parts.host + ":" + std::to_string(server.parts.port));
-    if (!server.api_key.empty()) {
-        up_req_.set(http::field::authorization, "Bearer " + server.api_key);
-    } else if (auto& creq = parser_->get(); creq.count(http::field::authorization)) {
-        up_req_.set(http::field::authorization, creq[http::field::authorization]);
-    } else {
-        up_req_.erase(http::field::authorization);
-    }
+    build_upstream_head(member_->config);
 
     if (attempts_++ == 0) return start_attempt();
     shared_.retries.fetch_add(1, std::memory_order_relaxed);
@@ -508,6 +566,38 @@ void Session::try_backend() {
         if (ec || self->client_gone_ || self->closed_) return;
         self->start_attempt();
     });
+}
+
+void Session::build_upstream_head(const ServerConfig& server) {
+    const auto& parts = server.parts;
+    up_head_.clear();
+    up_head_ += parser_->get().method_string();
+    up_head_ += ' ';
+    up_head_ += parts.base_path;
+    up_head_ += client_target_;
+    up_head_ += " HTTP/1.1\r\nHost: ";
+    up_head_ += parts.host;
+    if (parts.port != (parts.scheme == "https" ? 443 : 80)) {
+        up_head_ += ':';
+        up_head_ += std::to_string(parts.port);
+    }
+    up_head_ += kCrlf;
+    up_head_ += up_fields_;
+    if (!server.api_key.empty()) {
+        up_head_ += "Authorization: Bearer ";
+        up_head_ += server.api_key;
+        up_head_ += kCrlf;
+    } else if (auto& creq = parser_->get(); creq.count(http::field::authorization)) {
+        append_field(up_head_, "Authorization", creq[http::field::authorization]);
+    }
+    // A body always has its length (a chunked upload was decoded); so does an empty POST.
+    if (!up_body_.empty() || method_ == http::verb::post || method_ == http::verb::put ||
+        method_ == http::verb::patch) {
+        up_head_ += "Content-Length: ";
+        up_head_ += std::to_string(up_body_.size());
+        up_head_ += kCrlf;
+    }
+    up_head_ += kCrlf;
 }
 
 // ---------------------------------------------------------------- one attempt
@@ -527,7 +617,7 @@ void Session::connect_fresh() {
     const auto address = asio::ip::make_address(parts.host, ec);
     if (!ec) {
         // A literal address needs no resolver round trip.
-        return up_->stream.async_connect(tcp::endpoint(address, parts.port),
+        return up_->socket.async_connect(tcp::endpoint(address, parts.port),
                                          beast::bind_front_handler(&Session::on_connect, shared_from_this()));
     }
     resolver_.emplace(worker_.ioc);
@@ -538,7 +628,7 @@ void Session::connect_fresh() {
 void Session::on_resolve(error_code ec, tcp::resolver::results_type results) {
     if (client_gone_ || closed_) return;
     if (ec) return attempt_failed(Failure::connect, ec);
-    up_->stream.async_connect(results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+    asio::async_connect(up_->socket, results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
         self->on_connect(ec);
     });
 }
@@ -548,13 +638,16 @@ void Session::on_connect(error_code ec) {
     if (client_gone_ || closed_) return;
     if (ec) return attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
     error_code ignored;
-    up_->stream.socket().set_option(tcp::no_delay(true), ignored);
+    up_->socket.set_option(tcp::no_delay(true), ignored);
     do_upstream_write();
 }
 
 void Session::do_upstream_write() {
     upstream_deadline(seconds(settings().request_timeout));
-    http::async_write(up_->stream, up_req_,
+    up_parser_.reset();
+    out_[0] = asio::buffer(up_head_);
+    out_[1] = asio::buffer(up_body_);
+    asio::async_write(up_->socket, std::span<const asio::const_buffer>(out_.data(), 2),
                       beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
 }
 
@@ -565,73 +658,113 @@ void Session::on_upstream_write(error_code ec, std::size_t) {
     up_parser_.emplace();
     up_parser_->body_limit(boost::none);  // relayed streams may be as long as they like
     up_parser_->header_limit(kHeaderLimit);
-    if (up_req_.method() == http::verb::head) up_parser_->skip(true);
-    // The timer set before the write still runs: request_timeout bounds write + first byte.
-    http::async_read_header(up_->stream, up_->buffer, *up_parser_,
-                            beast::bind_front_handler(&Session::on_upstream_header, shared_from_this()));
+    if (method_ == http::verb::head) up_parser_->skip(true);
+    // The deadline set before the write still runs: request_timeout bounds write + first byte.
+    upstream_read();
 }
 
-void Session::on_upstream_header(error_code ec, std::size_t) {
+void Session::upstream_read() {
+    auto& buffer = up_->buffer;
+    const std::size_t room = std::clamp(buffer.capacity() - buffer.size(), kUpstreamMinRead, kMaxRead);
+    up_->socket.async_read_some(buffer.prepare(room),
+                                beast::bind_front_handler(&Session::on_upstream_read, shared_from_this()));
+}
+
+void Session::on_upstream_read(error_code ec, std::size_t n) {
     ec = upstream_ec(ec);
     if (client_gone_ || closed_) return;
-    if (ec) return upstream_io_failed(ec);
-    const int status = static_cast<int>(up_parser_->get().result_int());
+    const bool header_done = up_parser_->is_header_done();
+    if (!ec) {
+        up_->buffer.commit(n);
+    } else if (ec == asio::error::eof && header_done) {
+        // A close-delimited body (HTTP/1.0 style) ends here; any other body is cut short.
+        error_code eof_ec;
+        up_parser_->put_eof(eof_ec);
+        if (eof_ec) return stream_broke("the server broke off the response: " + eof_ec.message());
+        return relay_pump();
+    } else if (!header_done) {
+        return upstream_io_failed(ec);
+    } else {
+        return stream_broke(ec == beast::error::timeout ? "the server went silent mid-response"
+                                                        : "the server broke off the response: " + ec.message());
+    }
+    if (header_done) return relay_pump();
+    error_code parse_ec;
+    const std::size_t used = up_parser_->put(up_->buffer.data(), parse_ec);
+    up_->buffer.consume(used);
+    if (parse_ec == http::error::need_more) return upstream_read();
+    if (parse_ec) return upstream_io_failed(parse_ec);
+    if (!up_parser_->is_header_done()) return upstream_read();
+    on_upstream_header();
+}
+
+void Session::on_upstream_header() {
+    const auto& ures = up_parser_->get();
+    const int status = static_cast<int>(ures.result_int());
     if (retryable_status(status)) return attempt_failed(Failure::status, {}, status);
 
     // Commit: from here on the client gets this backend's answer.
     answered_by_ = member_->config.url;
     if (!capture_on_) {
         // No retry can happen any more: the prompt need not live as long as the stream.
-        up_req_.body().clear();
-        up_req_.body().shrink_to_fit();
+        up_body_.clear();
+        up_body_.shrink_to_fit();
     }
-    const auto& ures = up_parser_->get();
-    res_ = {};
-    res_.version(parser_->get().version());
-    res_.result(ures.result_int());
-    res_.reason(ures.reason());
+    // The client's header: the server's status and fields minus hop-by-hop ones, our request
+    // id, and framing of our own (the server's chunking is undone by the parser).
+    const unsigned version = parser_->get().version();
+    res_status_ = status;
+    res_head_.clear();
+    res_head_ += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    res_head_ += std::to_string(status);
+    res_head_ += ' ';
+    const std::string_view reason = ures.reason();
+    res_head_ += reason.empty() ? std::string_view(http::obsolete_reason(static_cast<http::status>(status))) : reason;
+    res_head_ += kCrlf;
     const std::string_view connection = ures[http::field::connection];
     for (const auto& f : ures) {
-        if (is_hop_by_hop(f.name_string(), connection) || f.name() == http::field::content_length) continue;
-        res_.insert(f.name_string(), f.value());
+        const http::field id = f.name();
+        const std::string_view name = f.name_string();
+        if (id == http::field::content_length || is_hop_by_hop(id, name, connection) ||
+            iequals(name, kRequestIdHeader))
+            continue;
+        append_field(res_head_, name, f.value());
     }
-    res_.set(kRequestIdHeader, request_id_);
+    append_field(res_head_, kRequestIdHeader, request_id_);
     is_sse_ = ures[http::field::content_type].starts_with("text/event-stream");
     sse_.reset();
-    const bool keep = client_keep_alive_ && !close_after_ && !shared_.stopping.load(std::memory_order_relaxed);
-    const bool bodyless = up_req_.method() == http::verb::head || status == 204 || status == 304 ||
+    bool keep = client_keep_alive_ && !close_after_ && !shared_.stopping.load(std::memory_order_relaxed);
+    const bool bodyless = method_ == http::verb::head || status == 204 || status == 304 ||
                           (status >= 100 && status < 200);
+    chunked_ = false;
     if (auto len = up_parser_->content_length()) {
-        res_.content_length(*len);
-        res_.keep_alive(keep);
+        res_head_ += "Content-Length: ";
+        res_head_ += std::to_string(*len);
+        res_head_ += kCrlf;
     } else if (bodyless) {
-        res_.keep_alive(keep);
-    } else if (res_.version() >= 11) {
-        res_.chunked(true);
-        res_.keep_alive(keep);
+    } else if (version >= 11) {
+        res_head_ += "Transfer-Encoding: chunked\r\n";
+        chunked_ = true;
     } else {
-        res_.keep_alive(false);  // HTTP/1.0 without a length: the close ends the body
+        keep = false;  // HTTP/1.0 without a length: the close ends the body
     }
-    client_keep_alive_ = res_.keep_alive();
-    res_.body().data = nullptr;
-    res_.body().more = !bodyless && !up_parser_->is_done();
-    serializer_.emplace(res_);
-    if (up_->buffer.size() > 0 && !bodyless) {
-        // Body bytes came with the header (a whole small answer, typically): send the header
-        // with the first of them in one write instead of two.
-        if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
-        return do_relay_read();
-    }
-    client_deadline(seconds(settings().stream_idle_timeout));
-    http::async_write_header(stream_, *serializer_,
-                             beast::bind_front_handler(&Session::on_client_header_written, shared_from_this()));
+    if (version >= 11 && !keep) res_head_ += "Connection: close\r\n";
+    if (version < 11 && keep) res_head_ += "Connection: keep-alive\r\n";
+    res_head_ += kCrlf;
+    client_keep_alive_ = keep;
+    head_sent_ = false;
+    up_parser_->eager(true);  // from here on, decode every body byte at hand in one go
+    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
+    relay_pump();
 }
 
 void Session::upstream_io_failed(error_code ec) {
     // A pooled connection that the server closed while it was idle: same backend, fresh
     // connection, no back-off and no retry counted, since nothing reached the engine.
-    if (up_->reused && up_->buffer.size() == 0 && ec != beast::error::timeout) {
-        up_->stream.close();
+    const bool answered_some = up_->buffer.size() > 0 || (up_parser_ && up_parser_->got_some());
+    if (up_->reused && !answered_some && ec != beast::error::timeout) {
+        error_code ignored;
+        up_->socket.close(ignored);
         return connect_fresh();
     }
     attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
@@ -643,7 +776,8 @@ void Session::attempt_failed(Failure kind, error_code ec, int status) {
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
     shared_.upstream_errors_by_kind[static_cast<std::size_t>(kind) - 1].fetch_add(1, std::memory_order_relaxed);
     if (up_) {
-        up_->stream.close();
+        error_code ignored;
+        up_->socket.close(ignored);
         up_.reset();
     }
     release_backend(false);
@@ -663,137 +797,137 @@ void Session::fail_exchange() {
 
 // ---------------------------------------------------------------- relaying the response
 
-void Session::on_client_header_written(error_code ec, std::size_t) {
-    if (client_gone_ || closed_) return;
-    if (ec && ec != http::error::need_buffer) return client_left();
-    if (serializer_->is_done()) {
-        // Header-only answer (HEAD, 204, 304, or an empty body).
-        return on_last_written({}, 0);
-    }
-    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
-    do_relay_read();
-}
-
-void Session::do_relay_read() {
-    if (up_parser_->is_done()) {
-        res_.body().data = nullptr;
-        res_.body().size = 0;
-        res_.body().more = false;
-        client_deadline(seconds(settings().stream_idle_timeout));
-        return http::async_write(stream_, *serializer_,
-                                 beast::bind_front_handler(&Session::on_last_written, shared_from_this()));
-    }
-    up_parser_->get().body().data = relay_buf_.get();
-    up_parser_->get().body().size = kRelayBufferSize;
-    upstream_deadline(seconds(settings().stream_idle_timeout));
-    // read_some, not read: a token must go out as soon as it arrives, not when a buffer fills.
-    http::async_read_some(up_->stream, up_->buffer, *up_parser_,
-                          beast::bind_front_handler(&Session::on_relay_read, shared_from_this()));
-}
-
-void Session::on_relay_read(error_code ec, std::size_t) {
-    ec = upstream_ec(ec);
-    if (client_gone_ || closed_) return;
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-        // Close-delimited body (HTTP/1.0 style): EOF is its end.
-        if (ec == http::error::end_of_stream && up_parser_->is_done()) return do_relay_read();
-        return stream_broke(ec == beast::error::timeout ? "the server went silent mid-response"
-                                                        : "the server broke off the response: " + ec.message());
-    }
-    const std::size_t n = kRelayBufferSize - up_parser_->get().body().size;
-    if (n == 0) return do_relay_read();
-    if (capture_on_) capture_.append(relay_buf_.get(), n);
-    if (is_sse_) {
-        if (const std::size_t events = sse_.feed({relay_buf_.get(), n})) {
-            const double now = monotonic_seconds();
-            if (first_event_ < 0) {
-                first_event_ = now;
-            } else {
-                itl_sum_ += now - last_event_;
-                ++itl_count_;
+// Decodes the body bytes at hand into relay_buf_ and sends them on; asks the server for more
+// when none are at hand. The header goes out with the first write (alone when the body is
+// not there yet, so that a stream's client sees its status at once).
+void Session::relay_pump() {
+    std::size_t filled = 0;
+    if (!up_parser_->is_done() && up_->buffer.size() > 0) {
+        auto& body = up_parser_->get().body();
+        body.data = relay_buf_.get();
+        body.size = kRelayBufferSize;
+        error_code ec;
+        while (up_->buffer.size() > 0 && body.size > 0 && !up_parser_->is_done()) {
+            const std::size_t used = up_parser_->put(up_->buffer.data(), ec);
+            up_->buffer.consume(used);
+            if (ec == http::error::need_buffer || ec == http::error::need_more) {
+                ec = {};
+                break;
             }
-            itl_count_ += events - 1;  // events that arrived together: gaps of zero
-            last_event_ = now;
+            if (ec || used == 0) break;
+        }
+        if (ec) return stream_broke("the server sent a malformed response: " + ec.message());
+        filled = kRelayBufferSize - body.size;
+    }
+    if (filled == 0 && head_sent_ && !up_parser_->is_done()) {
+        upstream_deadline(seconds(settings().stream_idle_timeout));
+        return upstream_read();
+    }
+    relay_write(filled);
+}
+
+void Session::relay_write(std::size_t filled) {
+    const char* data = relay_buf_.get();
+    if (filled > 0) {
+        if (capture_on_) capture_.append(data, filled);
+        if (is_sse_) {
+            if (const std::size_t events = sse_.feed({data, filled})) {
+                const double now = monotonic_seconds();
+                if (first_event_ < 0) {
+                    first_event_ = now;
+                } else {
+                    itl_sum_ += now - last_event_;
+                    ++itl_count_;
+                }
+                itl_count_ += events - 1;  // events that arrived together: gaps of zero
+                last_event_ = now;
+            }
         }
     }
-    res_.body().data = relay_buf_.get();
-    res_.body().size = n;
-    // The last piece ends the message in the same write (and, when chunked, its last chunk).
-    res_.body().more = !up_parser_->is_done();
+    // One gathered write: [header] [chunk size, piece, CRLF | piece] [last chunk].
+    relay_last_ = up_parser_->is_done();
+    std::size_t count = 0;
+    if (!head_sent_) out_[count++] = asio::buffer(res_head_);
+    head_sent_ = true;
+    if (filled > 0) {
+        if (chunked_) {
+            const int len = std::snprintf(chunk_size_.data(), chunk_size_.size(), "%zx\r\n", filled);
+            out_[count++] = asio::buffer(chunk_size_.data(), static_cast<std::size_t>(len));
+            out_[count++] = asio::buffer(data, filled);
+            out_[count++] = asio::buffer(kCrlf.data(), kCrlf.size());
+        } else {
+            out_[count++] = asio::buffer(data, filled);
+        }
+    }
+    if (relay_last_ && chunked_) out_[count++] = asio::buffer(kLastChunk.data(), kLastChunk.size());
     client_deadline(seconds(settings().stream_idle_timeout));
-    http::async_write(stream_, *serializer_,
+    asio::async_write(socket_, std::span<const asio::const_buffer>(out_.data(), count),
                       beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
 }
 
-void Session::on_relay_written(error_code ec, std::size_t n) {
+void Session::on_relay_written(error_code ec, std::size_t) {
     if (client_gone_ || closed_) return;
-    if (ec && ec != http::error::need_buffer) return client_left();
-    if (!res_.body().more) return on_last_written({}, n);
-    do_relay_read();
+    if (ec) return client_left();
+    if (relay_last_) return finish_relay();
+    relay_pump();
 }
 
-void Session::on_last_written(error_code ec, std::size_t) {
-    if (client_gone_ || closed_) return;
-    if (ec && ec != http::error::need_buffer) return client_left();
-    const bool reusable = up_parser_->is_done() && up_parser_->keep_alive();
+void Session::finish_relay() {
+    client_deadline_ = kNever;
+    const bool reusable = up_parser_->is_done() && up_parser_->keep_alive() && up_->buffer.size() == 0;
     release_backend(true);
     if (reusable) {
         up_->reused = true;
         up_->idle_since = steady_clock::now();
         worker_.pool.give(std::move(up_));
     } else {
-        up_->stream.close();
+        error_code ignored;
+        up_->socket.close(ignored);
         up_.reset();
     }
-    end_exchange(res_.result_int());
+    end_exchange(res_status_);
     next_request_or_close(!client_keep_alive_);
 }
 
 void Session::stream_broke(std::string_view why) {
-    // Bytes already reached the client: no retry. For an event stream, say what happened in
-    // the stream's own terms first; then close without the final chunk, so that no client can
-    // take the answer for complete.
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
     shared_.upstream_errors_by_kind[static_cast<std::size_t>(Failure::broken) - 1].fetch_add(1, std::memory_order_relaxed);
     release_backend(false);
     if (up_) {
-        up_->stream.close();
+        error_code ignored;
+        up_->socket.close(ignored);
         up_.reset();
     }
-    // Mid-event, an appended event would merge with the broken one: just close then.
+    if (!head_sent_) {
+        // Not a byte went to the client yet: it gets a proper error answer instead.
+        end_exchange(502, false);
+        return send_error(502, "upstream failed: " + std::string(why));
+    }
+    // Bytes already reached the client: no retry. For an event stream, say what happened in
+    // the stream's own terms first; then close without the final chunk, so that no client can
+    // take the answer for complete. Mid-event, an appended event would merge with the broken
+    // one: just close then.
     const bool between_events = is_sse_ && sse_.at_event_boundary();
-    end_exchange(res_.result_int(), false);
+    end_exchange(res_status_, false);
     if (!between_events) return close_client();
     auto event = std::make_shared<std::string>();
-    *event += "data: " + openai_error_body(502, std::string(why), "upstream_error") + "\n\n";
-    res_.body().data = event->data();
-    res_.body().size = event->size();
-    res_.body().more = true;
+    const std::string data = "data: " + openai_error_body(502, std::string(why), "upstream_error") + "\n\n";
+    if (chunked_) {
+        char size[20];
+        std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+        *event += size;
+        *event += data;
+        *event += kCrlf;
+    } else {
+        *event = data;
+    }
     client_deadline(std::chrono::seconds(5));
-    http::async_write(stream_, *serializer_, [self = shared_from_this(), event](error_code, std::size_t) {
+    asio::async_write(socket_, asio::buffer(*event), [self = shared_from_this(), event](error_code, std::size_t) {
         self->close_client();
     });
 }
 
 // ---------------------------------------------------------------- the client leaving
-
-void Session::watch_client() {
-    // Readable while a request is being served means the client closed (or pipelined its next
-    // request, which then waits in the socket). Waiting does not consume data.
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                beast::bind_front_handler(&Session::on_client_readable, shared_from_this(), exchange_));
-}
-
-void Session::on_client_readable(unsigned exchange, error_code ec) {
-    if (ec || exchange != exchange_ || !in_exchange_ || closed_) return;
-    char probe;
-    error_code peek_ec;
-    const std::size_t n = stream_.socket().receive(asio::buffer(&probe, 1), tcp::socket::message_peek, peek_ec);
-    if (n > 0 && !peek_ec) return;  // pipelined bytes: the client is still there
-    if (peek_ec == asio::error::would_block || peek_ec == asio::error::try_again) return watch_client();
-    client_left();
-}
 
 void Session::client_left() {
     if (client_gone_) return;
@@ -801,8 +935,11 @@ void Session::client_left() {
     shared_.client_aborts.fetch_add(1, std::memory_order_relaxed);
     // Closing the upstream socket is what makes vLLM abort the generation and free the GPU.
     // The connection object stays: a read may still be pending on it, and its completion
-    // (aborted) must find its stream and buffer alive. It goes with the session.
-    if (up_) up_->stream.close();
+    // (aborted) must find its socket and buffer alive. It goes with the session.
+    if (up_) {
+        error_code ignored;
+        up_->socket.close(ignored);
+    }
     release_backend(false);
     end_exchange(499);
     close_client();
@@ -847,15 +984,15 @@ void Session::end_exchange(int status, bool ok) {
         auto job = make_job(CallbackJob::Kind::post);
         job->status = status;
         job->response = std::move(capture_);
-        job->body = std::move(up_req_.body());
+        job->body = std::move(up_body_);
         shared_.callbacks.push(std::move(job));
     }
     capture_.clear();
     capture_on_ = false;
     is_sse_ = false;
     upstream_deadline_ = kNever;
-    up_req_.body().clear();
-    up_req_.body().shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
+    up_body_.clear();
+    if (up_body_.capacity() > 16 * 1024) up_body_.shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
     member_ = nullptr;
 }
 

@@ -7,10 +7,17 @@
 // then the body piece by piece (stream_idle_timeout between pieces). Until the client has been
 // sent a byte, a failed attempt (connect error, reset, timeout, 502/503/504) moves on to another
 // backend with back-off; once a byte has gone out, a failure ends the client's response. While
-// an exchange runs, the client socket is watched: if the client leaves, the upstream connection
-// is closed at once so that the engine aborts the generation.
+// a request is served, a read stays armed on the client socket: if the client leaves, the
+// upstream connection is closed at once so that the engine aborts the generation, and bytes
+// the client pipelines wait in the buffer for their turn.
+//
+// The hot path does its own I/O with plain socket reads and gathered writes: Beast's parsers
+// are fed with put() from the session's buffers and the outgoing headers are assembled as
+// text, so a request costs the four socket calls a proxy cannot avoid (read the request,
+// write it upstream, read the answer, write it back) and no composed-operation machinery.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,7 +31,7 @@ namespace vllm_router {
 
 class Session : public std::enable_shared_from_this<Session> {
 public:
-    Session(tcp::socket socket, Worker& worker);
+    Session(Socket socket, Worker& worker);
     ~Session();
 
     void start();
@@ -40,11 +47,13 @@ public:
 private:
     enum class Failure { none, connect, timeout, status, broken };
 
-    void do_read_header();
-    void on_read_header(error_code ec, std::size_t);
+    // The client side: one read at a time, into buffer_.
+    void await_request();
+    void client_read();
+    void on_client_read(error_code ec, std::size_t n);
+    void parse_request();
+    void on_request_header();
     void on_continue_sent(error_code ec, std::size_t);
-    void do_read_body();
-    void on_read_body(error_code ec, std::size_t);
     void handle_request();
 
     void send_local(int status, std::string body, std::string_view content_type,
@@ -59,26 +68,26 @@ private:
     std::shared_ptr<CallbackJob> make_job(CallbackJob::Kind kind) const;
     void log_access(int status);
     void try_backend();
+    void build_upstream_head(const ServerConfig& server);
     void start_attempt();
     void connect_fresh();
     void on_resolve(error_code ec, tcp::resolver::results_type results);
     void on_connect(error_code ec);
     void do_upstream_write();
     void on_upstream_write(error_code ec, std::size_t);
-    void on_upstream_header(error_code ec, std::size_t);
+    void upstream_read();
+    void on_upstream_read(error_code ec, std::size_t n);
+    void on_upstream_header();
     void upstream_io_failed(error_code ec);
     void attempt_failed(Failure kind, error_code ec, int status = 0);
     void fail_exchange();
 
-    void on_client_header_written(error_code ec, std::size_t);
-    void do_relay_read();
-    void on_relay_read(error_code ec, std::size_t);
+    void relay_pump();
+    void relay_write(std::size_t filled);
     void on_relay_written(error_code ec, std::size_t);
-    void on_last_written(error_code ec, std::size_t);
+    void finish_relay();
     void stream_broke(std::string_view why);
 
-    void watch_client();
-    void on_client_readable(unsigned exchange, error_code ec);
     void client_left();
 
     void release_backend(bool success);
@@ -94,11 +103,15 @@ private:
 
     Worker& worker_;
     RouterShared& shared_;
-    beast::tcp_stream stream_;
-    beast::flat_buffer buffer_;
+    Socket socket_;
+    beast::flat_buffer buffer_;     // bytes from the client not yet parsed
     std::optional<http::request_parser<http::string_body>> parser_;
     std::string client_ip_;
     bool idle_ = true;          // waiting for the first byte of a request
+    bool want_request_ = false; // what the client sends now is parsed as a request
+    bool client_reading_ = false;   // a read on the client socket is pending
+    bool client_eof_ = false;   // the client closed while its answer was being prepared
+    bool header_seen_ = false;  // the current request's header has been handled
     bool close_after_ = false;  // stop after the current response
     bool closed_ = false;
     bool busy_ = false;         // counted in RouterShared::busy
@@ -111,7 +124,6 @@ private:
     std::string request_id_;
     std::string client_target_;
     bool client_keep_alive_ = true;
-    unsigned exchange_ = 0;          // bumps per exchange; stale watchers compare it
     bool in_exchange_ = false;
     bool client_gone_ = false;
     std::shared_ptr<const Fleet> fleet_;
@@ -133,13 +145,27 @@ private:
     int attempts_ = 0;
     Failure last_failure_ = Failure::none;
     std::string last_error_;
-    http::request<http::string_body> up_req_;
+
+    // The upstream request: the forwarded header fields (same for every attempt), the whole
+    // header of the current attempt, and the body.
+    http::verb method_ = http::verb::unknown;
+    std::string up_fields_;
+    std::string up_head_;
+    std::string up_body_;
     std::unique_ptr<UpstreamConn> up_;
     std::optional<tcp::resolver> resolver_;
     asio::steady_timer retry_timer_;
+
+    // The response being relayed: the upstream parser decodes the body into relay_buf_, and
+    // the client gets res_head_ once, then each piece (framed as a chunk when chunked_).
     std::optional<http::response_parser<http::buffer_body>> up_parser_;
-    http::response<http::buffer_body> res_;
-    std::optional<http::response_serializer<http::buffer_body>> serializer_;
+    int res_status_ = 0;
+    std::string res_head_;
+    bool head_sent_ = false;
+    bool chunked_ = false;
+    bool relay_last_ = false;       // the write in flight ends the response
+    std::array<char, 20> chunk_size_{};  // "<hex>\r\n" of the piece in flight
+    std::array<asio::const_buffer, 5> out_{};
     std::unique_ptr<char[]> relay_buf_;
     bool is_sse_ = false;
     SseFramer sse_;
