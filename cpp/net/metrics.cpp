@@ -73,7 +73,7 @@ void histogram(std::string& out, std::string_view name, const std::string& label
 // Everything the threads recorded, added together per backend.
 struct Merged {
     Histogram duration, ttft, itl;
-    std::map<std::pair<std::string, int>, std::uint64_t> by_model_status;
+    ModelStatusCounts by_model_status;
 };
 
 std::map<std::string, Merged> merge_workers(const RouterShared& shared) {
@@ -99,7 +99,7 @@ double monotonic_seconds() {
 
 void Worker::record(const FinishedRequest& done) {
     std::lock_guard lock(stats.mutex);
-    auto it = stats.backends.find(std::string(done.backend));
+    auto it = stats.backends.find(done.backend);
     if (it == stats.backends.end()) {
         const double window = shared.fleet.get()->settings.request_stats_window;
         it = stats.backends.emplace(std::string(done.backend), BackendCounters(window)).first;
@@ -109,7 +109,10 @@ void Worker::record(const FinishedRequest& done) {
     c.duration.observe(done.sample.latency);
     if (done.sample.ttft >= 0) c.ttft.observe(done.sample.ttft);
     if (done.sample.itl_count > 0) c.itl.observe(done.sample.itl_sum / static_cast<double>(done.sample.itl_count));
-    ++c.by_model_status[{std::string(done.model), done.status}];
+    const std::pair<std::string_view, int> key{done.model, done.status};
+    auto count = c.by_model_status.find(key);
+    if (count == c.by_model_status.end()) count = c.by_model_status.emplace(std::pair<std::string, int>(key), 0).first;
+    ++count->second;
 }
 
 std::string render_metrics(const RouterShared& shared) {

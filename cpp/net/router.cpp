@@ -20,6 +20,11 @@ namespace {
 // Servers usually close idle keep-alive connections after a few seconds (uvicorn, vLLM's
 // server, defaults to 5): a connection idle longer than this is dropped rather than risked.
 constexpr auto kPoolMaxIdle = std::chrono::seconds(4);
+// A connection back in the pool for less than this is taken without a liveness check (a
+// system call per request): a server does not close a connection it answered on a moment ago
+// short of restarting, and a request that meets such a closed connection is sent again on a
+// fresh one (Session::upstream_io_failed), since nothing of it reached the engine.
+constexpr auto kPoolTrustedIdle = std::chrono::milliseconds(500);
 constexpr std::size_t kPoolMaxPerBackend = 256;
 constexpr std::size_t kModelListLimit = 4 << 20;
 constexpr std::size_t kMetricsLimit = 16 << 20;
@@ -40,7 +45,9 @@ std::unique_ptr<UpstreamConn> UpstreamPool::take(const BackendState* backend) {
     while (!conns.empty()) {
         auto conn = std::move(conns.back());
         conns.pop_back();
-        if (now - conn->idle_since > kPoolMaxIdle) continue;
+        const auto idle = now - conn->idle_since;
+        if (idle > kPoolMaxIdle) continue;
+        if (idle < kPoolTrustedIdle) return conn;
         // A readable idle connection has been closed by the server (or sent junk): drop it.
         // One non-blocking peek, whatever mode the socket is in.
         char probe;

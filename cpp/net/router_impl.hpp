@@ -80,6 +80,22 @@ private:
     std::shared_ptr<const Fleet> fleet_;
 };
 
+// Counts by (model, status), looked up by views: recording a request allocates nothing.
+struct ModelStatusLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+        const std::string_view am = a.first, bm = b.first;
+        return am < bm || (am == bm && a.second < b.second);
+    }
+};
+using ModelStatusCounts = std::map<std::pair<std::string, int>, std::uint64_t, ModelStatusLess>;
+
+struct StringViewHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
 // What one I/O thread has seen of the requests to one backend ("" for answers the router gave
 // itself). Written by that thread only, read by /metrics and the stats readers under `mutex`.
 struct BackendCounters {
@@ -88,12 +104,12 @@ struct BackendCounters {
     Histogram duration;
     Histogram ttft;
     Histogram itl;
-    std::map<std::pair<std::string, int>, std::uint64_t> by_model_status;  // (model, status) -> count
+    ModelStatusCounts by_model_status;  // (model, status) -> count
 };
 
 struct WorkerStats {
     std::mutex mutex;
-    std::unordered_map<std::string, BackendCounters> backends;
+    std::unordered_map<std::string, BackendCounters, StringViewHash, std::equal_to<>> backends;
 };
 
 // One finished request as a session reports it.
@@ -158,7 +174,9 @@ struct Worker {
     std::unordered_set<Session*> sessions;
     WorkerStats stats;
     std::mt19937_64 rng;
-    asio::io_context ioc{1};
+    // One thread runs it, and only that thread touches its sockets (others post to it): the
+    // reactor's per-socket locks are left out. Posting from other threads stays safe.
+    asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     // Keeps run() going when no socket operation is pending (every request parked on a
     // callback, say); stop() ends it.
     asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <span>
 
 #include <simdjson.h>
 
@@ -11,6 +10,8 @@
 #include "core/policy.hpp"
 
 namespace vllm_router {
+using namespace std::string_view_literals;
+
 namespace {
 
 constexpr auto kClientIdleTimeout = std::chrono::seconds(75);   // keep-alive wait for a request
@@ -19,6 +20,10 @@ constexpr double kConnectTimeoutCap = 5.0;                      // s: an unreach
 // A stream's events are a few hundred bytes; 4 KiB per relayed response keeps ten thousand
 // streams well inside the memory bar while a large answer still moves in few reads.
 constexpr std::size_t kRelayBufferSize = 4096;
+// Room around the body in the relay buffer for chunk framing: a size line before, CRLF and the
+// last chunk after.
+constexpr std::size_t kRelayPrefix = 24;
+constexpr std::size_t kRelayAllocation = kRelayPrefix + kRelayBufferSize + 8;
 constexpr std::size_t kHeaderLimit = 64 * 1024;
 // Reads take what the socket has, up to this much at a time.
 constexpr std::size_t kMinRead = 1024;
@@ -38,33 +43,69 @@ bool iequals(std::string_view a, std::string_view b) {
     return beast::iequals(a, b);
 }
 
-// Hop-by-hop headers (RFC 9110 §7.6.1) plus those named in Connection: never forwarded.
-bool is_hop_by_hop(http::field field, std::string_view name, std::string_view connection_value) {
-    switch (field) {
-        case http::field::connection:
-        case http::field::keep_alive:
-        case http::field::proxy_connection:
-        case http::field::proxy_authenticate:
-        case http::field::proxy_authorization:
-        case http::field::te:
-        case http::field::trailer:
-        case http::field::transfer_encoding:
-        case http::field::upgrade:
-            return true;
-        default:
-            break;
+// Hop-by-hop headers (RFC 9110 §7.6.1) plus those named in Connection: never forwarded. The
+// Connection value is split once per message, not once per field.
+class HopByHop {
+public:
+    explicit HopByHop(std::string_view connection) {
+        for (auto token : http::token_list{connection}) {
+            // "close" names no field; "keep-alive" is in the fixed list anyway.
+            if (iequals(token, "close") || iequals(token, "keep-alive")) continue;
+            if (count_ == named_.size()) {
+                overflow_ = connection;  // unusually many: compare against the whole list
+                break;
+            }
+            named_[count_++] = token;
+        }
     }
-    if (connection_value.empty()) return false;
-    for (auto token : http::token_list{connection_value})
-        if (iequals(name, token)) return true;
-    return false;
+
+    bool operator()(http::field field, std::string_view name) const {
+        switch (field) {
+            case http::field::connection:
+            case http::field::keep_alive:
+            case http::field::proxy_connection:
+            case http::field::proxy_authenticate:
+            case http::field::proxy_authorization:
+            case http::field::te:
+            case http::field::trailer:
+            case http::field::transfer_encoding:
+            case http::field::upgrade:
+                return true;
+            default:
+                break;
+        }
+        for (std::size_t i = 0; i < count_; ++i)
+            if (iequals(name, named_[i])) return true;
+        if (!overflow_.empty())
+            for (auto token : http::token_list{overflow_})
+                if (iequals(name, token)) return true;
+        return false;
+    }
+
+private:
+    std::array<std::string_view, 8> named_{};
+    std::size_t count_ = 0;
+    std::string_view overflow_;
+};
+
+// Writes "<hex size>\r\n" so that it ends at `end`; returns its length.
+std::size_t put_chunk_size(char* end, std::size_t size) {
+    static constexpr char hex[] = "0123456789abcdef";
+    char* p = end;
+    *--p = '\n';
+    *--p = '\r';
+    do {
+        *--p = hex[size & 0xf];
+        size >>= 4;
+    } while (size > 0);
+    return static_cast<std::size_t>(end - p);
 }
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
     out.append(name);
-    out.append(": ");
+    out.append(": "sv);
     out.append(value);
-    out.append("\r\n");
+    out.append(kCrlf);
 }
 
 std::string make_request_id(std::mt19937_64& rng) {
@@ -276,7 +317,7 @@ void Session::handle_request() {
     if (buffer_.size() < kHeaderLimit) client_read();
 
     auto& req = parser_->get();
-    client_keep_alive_ = req.keep_alive();
+    client_keep_alive_ = parser_->keep_alive();
     method_ = req.method();
     const std::string_view target = req.target();
     const std::string_view path = path_of(target);
@@ -287,7 +328,20 @@ void Session::handle_request() {
     attempts_ = 0;
     is_sse_ = false;
     first_event_ = -1;
-    request_id_.assign(req[kRequestIdHeader]);
+    // The fields this router reads, in one pass (a lookup by name walks the field set each time).
+    std::string_view request_id, content_type, session_value;
+    const std::string& session_key = settings().session_key;
+    for (const auto& f : req) {
+        if (f.name() == http::field::content_type) {
+            content_type = f.value();
+        } else if (f.name() == http::field::unknown && request_id.empty() &&
+                   iequals(f.name_string(), kRequestIdHeader)) {
+            request_id = f.value();
+        }
+        if (session_value.empty() && !session_key.empty() && iequals(f.name_string(), session_key))
+            session_value = f.value();
+    }
+    request_id_.assign(request_id);
     if (request_id_.empty() || request_id_.size() > 200) request_id_ = make_request_id(worker_.rng);
 
     if (auto local = admin_answer(shared_, req.method(), path)) {
@@ -302,7 +356,6 @@ void Session::handle_request() {
     std::string user;
     const auto& body = req.body();
     if (!body.empty()) {
-        const std::string_view content_type = req[http::field::content_type];
         if (auto boundary = multipart_boundary(content_type)) {
             if (auto m = multipart_field(body, *boundary, "model")) model = std::move(*m);
         } else {
@@ -316,7 +369,7 @@ void Session::handle_request() {
         }
     }
     // Session affinity: the configured header, else the body's "user".
-    session_value_.assign(req[settings().session_key]);
+    session_value_.assign(session_value);
     if (session_value_.empty()) session_value_ = std::move(user);
     if (shared_.pre_callbacks.load(std::memory_order_relaxed)) return ask_pre_callback(std::move(model));
     begin_exchange(std::move(model));
@@ -438,7 +491,7 @@ void Session::linger() {
     if (client_reading_) return close_client();  // a read is pending already (rare: pipelining)
     error_code ec;
     socket_.shutdown(tcp::socket::shutdown_send, ec);
-    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
+    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayAllocation);
     socket_.async_read_some(asio::buffer(relay_buf_.get(), kRelayBufferSize),
                             [self = shared_from_this()](error_code ec, std::size_t) {
                                 if (ec) return self->close_client();
@@ -495,25 +548,39 @@ void Session::begin_exchange(std::string model) {
     // The body moves over untouched; per-backend fields (request line, Host, Authorization,
     // Content-Length) are added at each attempt (build_upstream_head).
     up_fields_.clear();
-    const std::string_view connection = req[http::field::connection];
-    std::string_view forwarded_for;
+    client_authorization_ = {};
+    std::string_view connection, forwarded_for;
+    for (const auto& f : req)
+        if (f.name() == http::field::connection) connection = f.value();
+    const HopByHop hop_by_hop(connection);
     for (const auto& f : req) {
         const http::field id = f.name();
         const std::string_view name = f.name_string();
-        if (id == http::field::host || id == http::field::expect || id == http::field::content_length ||
-            id == http::field::authorization || is_hop_by_hop(id, name, connection) ||
-            iequals(name, kRequestIdHeader))
-            continue;
-        if (iequals(name, "X-Forwarded-For")) {
-            forwarded_for = f.value();
-            continue;
+        switch (id) {
+            case http::field::host:
+            case http::field::expect:
+            case http::field::content_length:
+                continue;
+            case http::field::authorization:
+                client_authorization_ = f.value();
+                continue;
+            case http::field::unknown:
+                if (iequals(name, kRequestIdHeader)) continue;
+                if (iequals(name, "X-Forwarded-For")) {
+                    forwarded_for = f.value();
+                    continue;
+                }
+                break;
+            default:
+                break;
         }
+        if (hop_by_hop(id, name)) continue;
         append_field(up_fields_, name, f.value());
     }
     if (!forwarded_for.empty() || !client_ip_.empty()) {
-        up_fields_ += "X-Forwarded-For: ";
+        up_fields_ += "X-Forwarded-For: "sv;
         up_fields_ += forwarded_for;
-        if (!forwarded_for.empty() && !client_ip_.empty()) up_fields_ += ", ";
+        if (!forwarded_for.empty() && !client_ip_.empty()) up_fields_ += ", "sv;
         up_fields_ += client_ip_;
         up_fields_ += kCrlf;
     }
@@ -575,7 +642,7 @@ void Session::build_upstream_head(const ServerConfig& server) {
     up_head_ += ' ';
     up_head_ += parts.base_path;
     up_head_ += client_target_;
-    up_head_ += " HTTP/1.1\r\nHost: ";
+    up_head_ += " HTTP/1.1\r\nHost: "sv;
     up_head_ += parts.host;
     if (parts.port != (parts.scheme == "https" ? 443 : 80)) {
         up_head_ += ':';
@@ -584,16 +651,16 @@ void Session::build_upstream_head(const ServerConfig& server) {
     up_head_ += kCrlf;
     up_head_ += up_fields_;
     if (!server.api_key.empty()) {
-        up_head_ += "Authorization: Bearer ";
+        up_head_ += "Authorization: Bearer "sv;
         up_head_ += server.api_key;
         up_head_ += kCrlf;
-    } else if (auto& creq = parser_->get(); creq.count(http::field::authorization)) {
-        append_field(up_head_, "Authorization", creq[http::field::authorization]);
+    } else if (client_authorization_.data() != nullptr) {
+        append_field(up_head_, "Authorization", client_authorization_);
     }
     // A body always has its length (a chunked upload was decoded); so does an empty POST.
     if (!up_body_.empty() || method_ == http::verb::post || method_ == http::verb::put ||
         method_ == http::verb::patch) {
-        up_head_ += "Content-Length: ";
+        up_head_ += "Content-Length: "sv;
         up_head_ += std::to_string(up_body_.size());
         up_head_ += kCrlf;
     }
@@ -645,10 +712,8 @@ void Session::on_connect(error_code ec) {
 void Session::do_upstream_write() {
     upstream_deadline(seconds(settings().request_timeout));
     up_parser_.reset();
-    out_[0] = asio::buffer(up_head_);
-    out_[1] = asio::buffer(up_body_);
-    asio::async_write(up_->socket, std::span<const asio::const_buffer>(out_.data(), 2),
-                      beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
+    const std::array<asio::const_buffer, 2> request{asio::buffer(up_head_), asio::buffer(up_body_)};
+    asio::async_write(up_->socket, request, beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
 }
 
 void Session::on_upstream_write(error_code ec, std::size_t) {
@@ -715,46 +780,51 @@ void Session::on_upstream_header() {
     const unsigned version = parser_->get().version();
     res_status_ = status;
     res_head_.clear();
-    res_head_ += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    res_head_ += version == 10 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv;
     res_head_ += std::to_string(status);
     res_head_ += ' ';
     const std::string_view reason = ures.reason();
     res_head_ += reason.empty() ? std::string_view(http::obsolete_reason(static_cast<http::status>(status))) : reason;
     res_head_ += kCrlf;
-    const std::string_view connection = ures[http::field::connection];
+    std::string_view connection;
+    is_sse_ = false;
+    for (const auto& f : ures) {
+        if (f.name() == http::field::connection) connection = f.value();
+        if (f.name() == http::field::content_type) is_sse_ = f.value().starts_with("text/event-stream");
+    }
+    const HopByHop hop_by_hop(connection);
     for (const auto& f : ures) {
         const http::field id = f.name();
         const std::string_view name = f.name_string();
-        if (id == http::field::content_length || is_hop_by_hop(id, name, connection) ||
-            iequals(name, kRequestIdHeader))
+        if (id == http::field::content_length || hop_by_hop(id, name) ||
+            (id == http::field::unknown && iequals(name, kRequestIdHeader)))
             continue;
         append_field(res_head_, name, f.value());
     }
     append_field(res_head_, kRequestIdHeader, request_id_);
-    is_sse_ = ures[http::field::content_type].starts_with("text/event-stream");
     sse_.reset();
     bool keep = client_keep_alive_ && !close_after_ && !shared_.stopping.load(std::memory_order_relaxed);
     const bool bodyless = method_ == http::verb::head || status == 204 || status == 304 ||
                           (status >= 100 && status < 200);
     chunked_ = false;
     if (auto len = up_parser_->content_length()) {
-        res_head_ += "Content-Length: ";
+        res_head_ += "Content-Length: "sv;
         res_head_ += std::to_string(*len);
         res_head_ += kCrlf;
     } else if (bodyless) {
     } else if (version >= 11) {
-        res_head_ += "Transfer-Encoding: chunked\r\n";
+        res_head_ += "Transfer-Encoding: chunked\r\n"sv;
         chunked_ = true;
     } else {
         keep = false;  // HTTP/1.0 without a length: the close ends the body
     }
-    if (version >= 11 && !keep) res_head_ += "Connection: close\r\n";
-    if (version < 11 && keep) res_head_ += "Connection: keep-alive\r\n";
+    if (version >= 11 && !keep) res_head_ += "Connection: close\r\n"sv;
+    if (version < 11 && keep) res_head_ += "Connection: keep-alive\r\n"sv;
     res_head_ += kCrlf;
     client_keep_alive_ = keep;
     head_sent_ = false;
     up_parser_->eager(true);  // from here on, decode every body byte at hand in one go
-    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayBufferSize);
+    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(kRelayAllocation);
     relay_pump();
 }
 
@@ -804,7 +874,7 @@ void Session::relay_pump() {
     std::size_t filled = 0;
     if (!up_parser_->is_done() && up_->buffer.size() > 0) {
         auto& body = up_parser_->get().body();
-        body.data = relay_buf_.get();
+        body.data = relay_buf_.get() + kRelayPrefix;
         body.size = kRelayBufferSize;
         error_code ec;
         while (up_->buffer.size() > 0 && body.size > 0 && !up_parser_->is_done()) {
@@ -827,11 +897,11 @@ void Session::relay_pump() {
 }
 
 void Session::relay_write(std::size_t filled) {
-    const char* data = relay_buf_.get();
+    char* const body = relay_buf_.get() + kRelayPrefix;
     if (filled > 0) {
-        if (capture_on_) capture_.append(data, filled);
+        if (capture_on_) capture_.append(body, filled);
         if (is_sse_) {
-            if (const std::size_t events = sse_.feed({data, filled})) {
+            if (const std::size_t events = sse_.feed({body, filled})) {
                 const double now = monotonic_seconds();
                 if (first_event_ < 0) {
                     first_event_ = now;
@@ -844,25 +914,24 @@ void Session::relay_write(std::size_t filled) {
             }
         }
     }
-    // One gathered write: [header] [chunk size, piece, CRLF | piece] [last chunk].
+    // The piece is framed in place (the buffer has room on both sides of the body), so that
+    // the write is [header, the first time] + one contiguous piece.
     relay_last_ = up_parser_->is_done();
-    std::size_t count = 0;
-    if (!head_sent_) out_[count++] = asio::buffer(res_head_);
-    head_sent_ = true;
-    if (filled > 0) {
-        if (chunked_) {
-            const int len = std::snprintf(chunk_size_.data(), chunk_size_.size(), "%zx\r\n", filled);
-            out_[count++] = asio::buffer(chunk_size_.data(), static_cast<std::size_t>(len));
-            out_[count++] = asio::buffer(data, filled);
-            out_[count++] = asio::buffer(kCrlf.data(), kCrlf.size());
-        } else {
-            out_[count++] = asio::buffer(data, filled);
+    char* begin = body;
+    char* end = body + filled;
+    if (chunked_) {
+        if (filled > 0) {
+            begin -= put_chunk_size(begin, filled);
+            end = std::copy(kCrlf.begin(), kCrlf.end(), end);
         }
+        if (relay_last_) end = std::copy(kLastChunk.begin(), kLastChunk.end(), end);
     }
-    if (relay_last_ && chunked_) out_[count++] = asio::buffer(kLastChunk.data(), kLastChunk.size());
+    const std::array<asio::const_buffer, 2> pieces{
+        head_sent_ ? asio::const_buffer() : asio::buffer(res_head_),
+        asio::const_buffer(begin, static_cast<std::size_t>(end - begin))};
+    head_sent_ = true;
     client_deadline(seconds(settings().stream_idle_timeout));
-    asio::async_write(socket_, std::span<const asio::const_buffer>(out_.data(), count),
-                      beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
+    asio::async_write(socket_, pieces, beast::bind_front_handler(&Session::on_relay_written, shared_from_this()));
 }
 
 void Session::on_relay_written(error_code ec, std::size_t) {

@@ -150,6 +150,7 @@ private:
     // header of the current attempt, and the body.
     http::verb method_ = http::verb::unknown;
     std::string up_fields_;
+    std::string_view client_authorization_;  // in parser_'s fields; data() null when absent
     std::string up_head_;
     std::string up_body_;
     std::unique_ptr<UpstreamConn> up_;
@@ -164,8 +165,6 @@ private:
     bool head_sent_ = false;
     bool chunked_ = false;
     bool relay_last_ = false;       // the write in flight ends the response
-    std::array<char, 20> chunk_size_{};  // "<hex>\r\n" of the piece in flight
-    std::array<asio::const_buffer, 5> out_{};
     std::unique_ptr<char[]> relay_buf_;
     bool is_sse_ = false;
     SseFramer sse_;
