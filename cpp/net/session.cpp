@@ -232,6 +232,12 @@ void Session::on_client_read(error_code ec, std::size_t n) {
             if (buffer_.size() < kHeaderLimit) client_read();
             return;
         }
+        if (ec == asio::error::operation_aborted || ec == beast::error::timeout) {
+            // The sweep cancelled the socket's operations because a write to the client
+            // stalled: the write's own handler deals with that. Keep watching meanwhile.
+            if (in_exchange_) client_read();
+            return;
+        }
         if (in_exchange_) return client_left();
         client_eof_ = true;  // closes once the answer in preparation is out
         return;
@@ -720,10 +726,7 @@ void Session::on_upstream_write(error_code ec, std::size_t) {
     ec = upstream_ec(ec);
     if (client_gone_ || closed_) return;
     if (ec) return upstream_io_failed(ec);
-    up_parser_.emplace();
-    up_parser_->body_limit(boost::none);  // relayed streams may be as long as they like
-    up_parser_->header_limit(kHeaderLimit);
-    if (method_ == http::verb::head) up_parser_->skip(true);
+    new_upstream_parser();
     // The deadline set before the write still runs: request_timeout bounds write + first byte.
     upstream_read();
 }
@@ -754,13 +757,27 @@ void Session::on_upstream_read(error_code ec, std::size_t n) {
                                                         : "the server broke off the response: " + ec.message());
     }
     if (header_done) return relay_pump();
-    error_code parse_ec;
-    const std::size_t used = up_parser_->put(up_->buffer.data(), parse_ec);
-    up_->buffer.consume(used);
-    if (parse_ec == http::error::need_more) return upstream_read();
-    if (parse_ec) return upstream_io_failed(parse_ec);
-    if (!up_parser_->is_header_done()) return upstream_read();
-    on_upstream_header();
+    for (;;) {
+        error_code parse_ec;
+        const std::size_t used = up_parser_->put(up_->buffer.data(), parse_ec);
+        up_->buffer.consume(used);
+        if (parse_ec == http::error::need_more) return upstream_read();
+        if (parse_ec) return upstream_io_failed(parse_ec);
+        if (!up_parser_->is_header_done()) return upstream_read();
+        const unsigned status = up_parser_->get().result_int();
+        if (status < 100 || status >= 200 || status == 101) return on_upstream_header();
+        // An interim answer (100 Continue, 103 Early Hints) is not for the client: the final
+        // one follows on the same connection.
+        new_upstream_parser();
+        if (up_->buffer.size() == 0) return upstream_read();
+    }
+}
+
+void Session::new_upstream_parser() {
+    up_parser_.emplace();
+    up_parser_->body_limit(boost::none);  // relayed streams may be as long as they like
+    up_parser_->header_limit(kHeaderLimit);
+    if (method_ == http::verb::head) up_parser_->skip(true);
 }
 
 void Session::on_upstream_header() {
@@ -937,6 +954,7 @@ void Session::relay_write(std::size_t filled) {
 void Session::on_relay_written(error_code ec, std::size_t) {
     if (client_gone_ || closed_) return;
     if (ec) return client_left();
+    client_deadline_ = kNever;  // the client took it; the next write sets a new deadline
     if (relay_last_) return finish_relay();
     relay_pump();
 }

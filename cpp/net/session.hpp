@@ -75,6 +75,7 @@ private:
     void on_connect(error_code ec);
     void do_upstream_write();
     void on_upstream_write(error_code ec, std::size_t);
+    void new_upstream_parser();
     void upstream_read();
     void on_upstream_read(error_code ec, std::size_t n);
     void on_upstream_header();

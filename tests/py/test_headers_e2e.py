@@ -14,7 +14,7 @@ import pytest
 class Recorder:
     """A tiny HTTP server that records each request and answers 200 with a JSON echo."""
 
-    def __init__(self) -> None:
+    def __init__(self, interim: bool = False) -> None:
         self.requests: list[dict] = []
         recorder = self
 
@@ -42,6 +42,10 @@ class Recorder:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
                 recorder.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
+                if interim:  # an informational answer first, as a server sending early hints does
+                    self.send_response_only(103)
+                    self.send_header("Link", "</hint>; rel=preload")
+                    self.end_headers()
                 self._answer(json.dumps({"ok": True}).encode())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -58,8 +62,8 @@ class Recorder:
 def recorders():
     made: list[Recorder] = []
 
-    def make() -> Recorder:
-        r = Recorder()
+    def make(**kwargs) -> Recorder:
+        r = Recorder(**kwargs)
         made.append(r)
         return r
 
@@ -120,3 +124,14 @@ def test_multipart_upload_is_routed_by_its_model_field_and_passed_untouched(reco
     assert seen["path"] == "/v1/audio/transcriptions"
     assert audio in seen["body"]
     assert seen["headers"]["Content-Type"].startswith("multipart/form-data; boundary=")
+
+
+def test_an_interim_answer_is_not_relayed_and_the_final_one_is(recorders, router_factory):
+    rec = recorders(interim=True)
+    router = router_factory([{"url": f"http://127.0.0.1:{rec.port}", "models": ["m"]}])
+    with httpx.Client() as client:  # one client connection, and the router reuses its upstream one
+        for i in range(3):
+            r = client.post(f"http://127.0.0.1:{router.port}/v1/completions", json={"model": "m", "n": i})
+            assert r.status_code == 200 and r.json() == {"ok": True}
+            assert "link" not in r.headers
+    assert [json.loads(q["body"])["n"] for q in rec.requests] == [0, 1, 2]
