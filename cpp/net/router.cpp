@@ -65,7 +65,10 @@ void UpstreamPool::give(std::unique_ptr<UpstreamConn> conn) {
 
 void Worker::sweep() {
     const auto now = steady_clock::now();
-    for (Session* s : sessions) s->check_deadlines(now);
+    for (Session* s : sessions) {
+        s->check_deadlines(now);
+        s->watch_if_serving();
+    }
     sweep_timer.expires_after(std::chrono::milliseconds(250));
     sweep_timer.async_wait([this](error_code ec) {
         if (!ec) sweep();

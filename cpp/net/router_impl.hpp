@@ -188,7 +188,8 @@ struct Worker {
     asio::steady_timer sweep_timer{ioc};
     std::thread thread;
 
-    // Checks every session's deadlines a few times a second (see Session::check_deadlines).
+    // A few times a second: checks every session's deadlines and starts watching the clients of
+    // requests being served (Session::check_deadlines, Session::watch_if_serving).
     void sweep();
 
     void record(const FinishedRequest& done);

@@ -204,12 +204,31 @@ void Session::await_request() {
     header_seen_ = false;
     // The snapshot (and with it the settings) this request will be handled with.
     fleet_ = shared_.fleet.get();
-    parser_.emplace();
+    // Nothing of the last exchange's messages is needed any more: their fields' memory is free.
+    parser_.reset();
+    up_parser_.reset();
+    arena_.reset();
+    parser_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(Fields(&arena_)));
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(static_cast<std::uint64_t>(settings().max_request_body_mb * 1024 * 1024));
     client_deadline(kClientIdleTimeout);
     if (buffer_.size() > 0) return parse_request();
-    if (!client_reading_) client_read();
+    if (client_reading_) return;
+    // The read is started after the handlers already queued have run: asio tries every new read
+    // at once, and right after our answer went out the next request is rarely there yet (a
+    // failed attempt is a system call per request); a little later, under load, it often is.
+    asio::post(worker_.ioc, [self = shared_from_this()] {
+        if (self->want_request_ && !self->closed_) self->client_read();
+    });
+}
+
+// While a request is served, nothing is read from its client until the worker's sweep arms a
+// read here (within a quarter second): a client that left is then noticed (end of stream) and
+// its upstream request closed, which makes vLLM abort the generation; bytes it pipelined wait in
+// the buffer. Short requests end before that and cost no extra read.
+void Session::watch_if_serving() {
+    if (closed_ || !busy_ || want_request_ || client_reading_ || buffer_.size() >= kHeaderLimit) return;
+    client_read();
 }
 
 void Session::client_read() {
@@ -229,6 +248,8 @@ void Session::on_client_read(error_code ec, std::size_t n) {
         // The read armed while a request is served. Data is the client's next request (it
         // waits in the buffer); an end or an error means the client left.
         if (!ec) {
+            // Pipelined bytes beyond a header's worth stop the watching (they wait, bounded,
+            // until their turn).
             if (buffer_.size() < kHeaderLimit) client_read();
             return;
         }
@@ -318,9 +339,6 @@ void Session::handle_request() {
     }
     // A big request grew the read buffer: give that back before it idles under a long answer.
     if (!client_reading_ && buffer_.size() == 0 && buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();
-    // Watch the client while it is served. Pipelined bytes beyond a header's worth stop the
-    // watching (they wait, bounded, until their turn).
-    if (buffer_.size() < kHeaderLimit) client_read();
 
     auto& req = parser_->get();
     client_keep_alive_ = parser_->keep_alive();
@@ -774,7 +792,7 @@ void Session::on_upstream_read(error_code ec, std::size_t n) {
 }
 
 void Session::new_upstream_parser() {
-    up_parser_.emplace();
+    up_parser_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(Fields(&arena_)));
     up_parser_->body_limit(boost::none);  // relayed streams may be as long as they like
     up_parser_->header_limit(kHeaderLimit);
     if (method_ == http::verb::head) up_parser_->skip(true);

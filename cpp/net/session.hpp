@@ -6,15 +6,16 @@
 // -> write the request -> wait for the response header (request_timeout) -> relay the header,
 // then the body piece by piece (stream_idle_timeout between pieces). Until the client has been
 // sent a byte, a failed attempt (connect error, reset, timeout, 502/503/504) moves on to another
-// backend with back-off; once a byte has gone out, a failure ends the client's response. While
-// a request is served, a read stays armed on the client socket: if the client leaves, the
-// upstream connection is closed at once so that the engine aborts the generation, and bytes
-// the client pipelines wait in the buffer for their turn.
+// backend with back-off; once a byte has gone out, a failure ends the client's response. A
+// request served for longer than a sweep period gets a read armed on its client socket: if the
+// client leaves, the upstream connection is closed at once so that the engine aborts the
+// generation; bytes the client pipelines wait in the buffer for their turn.
 //
 // The hot path does its own I/O with plain socket reads and gathered writes: Beast's parsers
 // are fed with put() from the session's buffers and the outgoing headers are assembled as
 // text, so a request costs the four socket calls a proxy cannot avoid (read the request,
-// write it upstream, read the answer, write it back) and no composed-operation machinery.
+// write it upstream, read the answer, write it back), mostly, and no composed-operation
+// machinery.
 #pragma once
 
 #include <array>
@@ -25,6 +26,7 @@
 #include "core/inspect.hpp"
 #include "core/sse.hpp"
 #include "net/bridge.hpp"
+#include "net/field_arena.hpp"
 #include "net/router_impl.hpp"
 
 namespace vllm_router {
@@ -43,6 +45,8 @@ public:
     void close_sockets();
     // Called by the worker's sweep: cancels what waited past its deadline.
     void check_deadlines(steady_clock::time_point now);
+    // Called by the worker's sweep: starts watching the client of a request being served.
+    void watch_if_serving();
 
 private:
     enum class Failure { none, connect, timeout, status, broken };
@@ -106,7 +110,11 @@ private:
     RouterShared& shared_;
     Socket socket_;
     beast::flat_buffer buffer_;     // bytes from the client not yet parsed
-    std::optional<http::request_parser<http::string_body>> parser_;
+    // Header fields of the request and of the response to it; declared before both parsers,
+    // which it must outlive.
+    FieldArena arena_;
+    using Fields = ArenaAllocator<char>;
+    std::optional<http::request_parser<http::string_body, Fields>> parser_;
     std::string client_ip_;
     bool idle_ = true;          // waiting for the first byte of a request
     bool want_request_ = false; // what the client sends now is parsed as a request
@@ -160,7 +168,7 @@ private:
 
     // The response being relayed: the upstream parser decodes the body into relay_buf_, and
     // the client gets res_head_ once, then each piece (framed as a chunk when chunked_).
-    std::optional<http::response_parser<http::buffer_body>> up_parser_;
+    std::optional<http::response_parser<http::buffer_body, Fields>> up_parser_;
     int res_status_ = 0;
     std::string res_head_;
     bool head_sent_ = false;
