@@ -65,13 +65,25 @@ void UpstreamPool::give(std::unique_ptr<UpstreamConn> conn) {
 
 void Worker::sweep() {
     const auto now = steady_clock::now();
-    for (Session* s : sessions) {
-        s->check_deadlines(now);
-        s->watch_if_serving();
-    }
+    for (Session* s : sessions) s->check_deadlines(now);
     sweep_timer.expires_after(std::chrono::milliseconds(250));
     sweep_timer.async_wait([this](error_code ec) {
         if (!ec) sweep();
+    });
+}
+
+void Worker::watch_later(std::weak_ptr<Session> session) {
+    to_watch.push_back(std::move(session));
+    if (watch_armed) return;
+    watch_armed = true;
+    watch_timer.expires_after(kWatchDelay);
+    watch_timer.async_wait([this](error_code ec) {
+        watch_armed = false;
+        if (ec) return;
+        auto due = std::move(to_watch);
+        to_watch.clear();
+        for (auto& weak : due)
+            if (auto session = weak.lock()) session->watch_if_serving();
     });
 }
 

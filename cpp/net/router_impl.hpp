@@ -186,11 +186,18 @@ struct Worker {
     UpstreamPool pool;
     std::optional<tcp::acceptor> acceptor;
     asio::steady_timer sweep_timer{ioc};
+    // Sessions that began serving a request: the ones still serving after kWatchDelay get a read
+    // armed on their client (Session::watch_if_serving). Quick requests finish before and cost
+    // nothing; a client that leaves a long one is noticed within that delay.
+    static constexpr auto kWatchDelay = std::chrono::milliseconds(20);
+    std::vector<std::weak_ptr<Session>> to_watch;
+    asio::steady_timer watch_timer{ioc};
+    bool watch_armed = false;
     std::thread thread;
 
-    // A few times a second: checks every session's deadlines and starts watching the clients of
-    // requests being served (Session::check_deadlines, Session::watch_if_serving).
+    // Checks every session's deadlines a few times a second (see Session::check_deadlines).
     void sweep();
+    void watch_later(std::weak_ptr<Session> session);
 
     void record(const FinishedRequest& done);
 };

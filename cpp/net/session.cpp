@@ -222,10 +222,10 @@ void Session::await_request() {
     });
 }
 
-// While a request is served, nothing is read from its client until the worker's sweep arms a
-// read here (within a quarter second): a client that left is then noticed (end of stream) and
-// its upstream request closed, which makes vLLM abort the generation; bytes it pipelined wait in
-// the buffer. Short requests end before that and cost no extra read.
+// While a request is served, nothing is read from its client until the worker arms a read here,
+// Worker::kWatchDelay after the request came in (Worker::watch_later): a client that left is
+// then noticed (end of stream) and its upstream request closed, which makes vLLM abort the
+// generation; bytes it pipelined wait in the buffer. Requests quicker than that cost no read.
 void Session::watch_if_serving() {
     if (closed_ || !busy_ || want_request_ || client_reading_ || buffer_.size() >= kHeaderLimit) return;
     client_read();
@@ -337,6 +337,7 @@ void Session::handle_request() {
         busy_ = true;
         shared_.busy.fetch_add(1, std::memory_order_relaxed);
     }
+    worker_.watch_later(weak_from_this());
     // A big request grew the read buffer: give that back before it idles under a long answer.
     if (!client_reading_ && buffer_.size() == 0 && buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();
 

@@ -7,8 +7,8 @@
 // then the body piece by piece (stream_idle_timeout between pieces). Until the client has been
 // sent a byte, a failed attempt (connect error, reset, timeout, 502/503/504) moves on to another
 // backend with back-off; once a byte has gone out, a failure ends the client's response. A
-// request served for longer than a sweep period gets a read armed on its client socket: if the
-// client leaves, the upstream connection is closed at once so that the engine aborts the
+// request served for longer than a few milliseconds gets a read armed on its client socket: if
+// the client leaves, the upstream connection is closed at once so that the engine aborts the
 // generation; bytes the client pipelines wait in the buffer for their turn.
 //
 // The hot path does its own I/O with plain socket reads and gathered writes: Beast's parsers
@@ -45,7 +45,8 @@ public:
     void close_sockets();
     // Called by the worker's sweep: cancels what waited past its deadline.
     void check_deadlines(steady_clock::time_point now);
-    // Called by the worker's sweep: starts watching the client of a request being served.
+    // Called by the worker a little after a request came in: watches its client if it is still
+    // being served.
     void watch_if_serving();
 
 private:
