@@ -1,8 +1,8 @@
 #include "net/session.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
-#include <cstdio>
 
 #include <simdjson.h>
 
@@ -34,6 +34,7 @@ constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 constexpr std::string_view kRequestIdHeader = "X-Request-Id";
 constexpr auto kNever = steady_clock::time_point::max();
+constexpr char kHexDigits[] = "0123456789abcdef";
 
 std::chrono::steady_clock::duration seconds(double s) {
     return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
@@ -90,12 +91,11 @@ private:
 
 // Writes "<hex size>\r\n" so that it ends at `end`; returns its length.
 std::size_t put_chunk_size(char* end, std::size_t size) {
-    static constexpr char hex[] = "0123456789abcdef";
     char* p = end;
     *--p = '\n';
     *--p = '\r';
     do {
-        *--p = hex[size & 0xf];
+        *--p = kHexDigits[size & 0xf];
         size >>= 4;
     } while (size > 0);
     return static_cast<std::size_t>(end - p);
@@ -109,11 +109,10 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 }
 
 std::string make_request_id(std::mt19937_64& rng) {
-    static constexpr char hex[] = "0123456789abcdef";
     std::string id(32, '0');
     for (int half = 0; half < 2; ++half) {
         std::uint64_t v = rng();
-        for (int i = 0; i < 16; ++i, v >>= 4) id[half * 16 + i] = hex[v & 0xf];
+        for (int i = 0; i < 16; ++i, v >>= 4) id[half * 16 + i] = kHexDigits[v & 0xf];
     }
     return id;
 }
@@ -271,7 +270,6 @@ void Session::on_client_read(error_code ec, std::size_t n) {
     }
     // The client closed or reset (mid-request included): nothing to answer.
     if (ec) return close_client();
-    idle_ = false;
     parse_request();
 }
 
@@ -814,7 +812,6 @@ void Session::on_upstream_header() {
     // The client's header: the server's status and fields minus hop-by-hop ones, our request
     // id, and framing of our own (the server's chunking is undone by the parser).
     const unsigned version = parser_->get().version();
-    res_status_ = status;
     res_head_.clear();
     res_head_ += version == 10 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv;
     res_head_ += std::to_string(status);
@@ -991,7 +988,7 @@ void Session::finish_relay() {
         up_->socket.close(ignored);
         up_.reset();
     }
-    end_exchange(res_status_);
+    end_exchange(static_cast<int>(up_parser_->get().result_int()));
     next_request_or_close(!client_keep_alive_);
 }
 
@@ -1014,14 +1011,14 @@ void Session::stream_broke(std::string_view why) {
     // take the answer for complete. Mid-event, an appended event would merge with the broken
     // one: just close then.
     const bool between_events = is_sse_ && sse_.at_event_boundary();
-    end_exchange(res_status_, false);
+    end_exchange(static_cast<int>(up_parser_->get().result_int()), false);
     if (!between_events) return close_client();
     auto event = std::make_shared<std::string>();
     const std::string data = "data: " + openai_error_body(502, std::string(why), "upstream_error") + "\n\n";
     if (chunked_) {
-        char size[20];
-        std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-        *event += size;
+        char size[24];
+        const std::size_t n = put_chunk_size(size + sizeof size, data.size());
+        event->append(size + sizeof size - n, n);
         *event += data;
         *event += kCrlf;
     } else {

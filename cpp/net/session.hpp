@@ -18,7 +18,6 @@
 // machinery.
 #pragma once
 
-#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -170,7 +169,6 @@ private:
     // The response being relayed: the upstream parser decodes the body into relay_buf_, and
     // the client gets res_head_ once, then each piece (framed as a chunk when chunked_).
     std::optional<http::response_parser<http::buffer_body, Fields>> up_parser_;
-    int res_status_ = 0;
     std::string res_head_;
     bool head_sent_ = false;
     bool chunked_ = false;
