@@ -64,7 +64,12 @@ std::string render_access_json(const LogEvent& e) {
     append_json_string(out, e.client);
     out += ",\"stream\":";
     out += e.stream ? "true" : "false";
-    out += ",\"attempts\":" + std::to_string(e.attempts) + "}";
+    out += ",\"attempts\":" + std::to_string(e.attempts);
+    if (!e.error.empty()) {
+        out += ",\"error\":";
+        append_json_string(out, e.error);
+    }
+    out += '}';
     return out;
 }
 

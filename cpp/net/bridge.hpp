@@ -34,6 +34,7 @@ struct LogEvent {
     std::string message;
     // Access fields (empty / negative when not applicable).
     std::string request_id, method, path, backend, model, client;
+    std::string error;     // why an answer under way went wrong (a broken stream)
     int status = 0;
     double latency = -1, ttft = -1;
     bool stream = false;

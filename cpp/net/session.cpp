@@ -258,7 +258,9 @@ void Session::on_client_read(error_code ec, std::size_t n) {
             if (in_exchange_) client_read();
             return;
         }
-        if (in_exchange_) return client_left();
+        // The client may close as soon as it has what it wants: when the last write is under
+        // way, its completion tells whether the client got the whole answer.
+        if (in_exchange_ && !relay_last_) return client_left();
         client_eof_ = true;  // closes once the answer in preparation is out
         return;
     }
@@ -436,17 +438,19 @@ void Session::on_pre_reply(std::optional<CallbackReply> reply) {
                reply->content_type.empty() ? "application/json" : reply->content_type);
 }
 
-void Session::log_access(int status) {
+// `error` says why an answer that had begun went wrong (a stream the server broke): such a
+// line is an ERROR, so that it reaches the error log, whatever status the client was sent.
+void Session::log_access(int status, std::string_view error) {
     if (!shared_.access_events.load(std::memory_order_relaxed)) return;
     const auto& req = parser_->get();
     LogEvent e;
     e.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     e.access = true;
-    e.level = status >= 500 ? 30 : 20;
+    e.level = !error.empty() ? 40 : status >= 500 ? 30 : 20;
     e.request_id = request_id_;
     e.method = std::string(req.method_string());
     e.path = std::string(path_of(client_target_));
-    e.backend = answered_by_;
+    e.backend = exchange_backend();
     e.model = in_exchange_ ? model_ : pending_model_;
     e.client = client_ip_;
     e.status = status;
@@ -458,6 +462,11 @@ void Session::log_access(int status) {
     }
     e.message = e.method + " " + e.path + " " + std::to_string(status);
     if (e.latency >= 0) e.message += " " + json_number(e.latency, 3) + "s";
+    if (!error.empty()) {
+        e.error = error;
+        e.message += " stream broken: ";
+        e.message += error;
+    }
     shared_.events.push(std::move(e));
 }
 
@@ -561,6 +570,8 @@ void Session::begin_exchange(std::string model) {
     exchange_start_ = monotonic_seconds();
     capture_on_ = shared_.post_callbacks.load(std::memory_order_relaxed);
     capture_.clear();
+    relay_last_ = false;
+    done_sent_ = false;
     first_event_ = -1;
     last_event_ = 0;
     itl_sum_ = 0;
@@ -971,6 +982,7 @@ void Session::on_relay_written(error_code ec, std::size_t) {
     if (client_gone_ || closed_) return;
     if (ec) return client_left();
     client_deadline_ = kNever;  // the client took it; the next write sets a new deadline
+    if (is_sse_ && sse_.done()) done_sent_ = true;
     if (relay_last_) return finish_relay();
     relay_pump();
 }
@@ -992,6 +1004,19 @@ void Session::finish_relay() {
     next_request_or_close(!client_keep_alive_);
 }
 
+void Session::finish_after_done() {
+    release_backend(true);  // the server answered fully
+    client_gone_ = true;    // the exchange's pending handlers stand down
+    if (up_) {
+        // The engine has finished; the end of its body is not wanted. As in client_left, the
+        // connection object stays for the read that may be pending on it.
+        error_code ignored;
+        up_->socket.close(ignored);
+    }
+    end_exchange(static_cast<int>(up_parser_->get().result_int()));
+    close_client();
+}
+
 void Session::stream_broke(std::string_view why) {
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
     shared_.upstream_errors_by_kind[static_cast<std::size_t>(Failure::broken) - 1].fetch_add(1, std::memory_order_relaxed);
@@ -1011,7 +1036,7 @@ void Session::stream_broke(std::string_view why) {
     // take the answer for complete. Mid-event, an appended event would merge with the broken
     // one: just close then.
     const bool between_events = is_sse_ && sse_.at_event_boundary();
-    end_exchange(static_cast<int>(up_parser_->get().result_int()), false);
+    end_exchange(static_cast<int>(up_parser_->get().result_int()), false, why);
     if (!between_events) return close_client();
     auto event = std::make_shared<std::string>();
     const std::string data = "data: " + openai_error_body(502, std::string(why), "upstream_error") + "\n\n";
@@ -1034,6 +1059,10 @@ void Session::stream_broke(std::string_view why) {
 
 void Session::client_left() {
     if (client_gone_) return;
+    // An event stream whose `data: [DONE]` reached the client is a complete answer, even when
+    // the client closes before the server's end of the body arrives (the openai sync client
+    // does so): finish it as served, not as an abort.
+    if (done_sent_) return finish_after_done();
     client_gone_ = true;
     shared_.client_aborts.fetch_add(1, std::memory_order_relaxed);
     // Closing the upstream socket is what makes vLLM abort the generation and free the GPU.
@@ -1067,12 +1096,20 @@ void Session::release_backend(bool success) {
     backend_.reset();
 }
 
-void Session::end_exchange(int status, bool ok) {
+// The server the exchange is with: the one whose answer the client got, else the one it was
+// waiting on when it ended (a client that left before the answer began, the last failed
+// attempt of a 502); "" when no server was tried.
+std::string_view Session::exchange_backend() const {
+    if (!answered_by_.empty()) return answered_by_;
+    return member_ ? std::string_view(member_->config.url) : std::string_view();
+}
+
+void Session::end_exchange(int status, bool ok, std::string_view error) {
     if (!in_exchange_) return;
     shared_.active.fetch_sub(1, std::memory_order_relaxed);
     shared_.requests.fetch_add(1, std::memory_order_relaxed);
     FinishedRequest done;
-    done.backend = answered_by_;
+    done.backend = exchange_backend();
     done.model = model_;
     done.status = status;
     done.sample.latency = monotonic_seconds() - exchange_start_;
@@ -1081,7 +1118,7 @@ void Session::end_exchange(int status, bool ok) {
     done.sample.itl_count = itl_count_;
     done.sample.ok = ok && status < 500;
     worker_.record(done);
-    log_access(status);
+    log_access(status, error);
     in_exchange_ = false;
     if (capture_on_ && !answered_by_.empty()) {
         auto job = make_job(CallbackJob::Kind::post);

@@ -70,7 +70,7 @@ private:
     void begin_exchange(std::string model);
     void ask_pre_callback(std::string model);
     std::shared_ptr<CallbackJob> make_job(CallbackJob::Kind kind) const;
-    void log_access(int status);
+    void log_access(int status, std::string_view error = {});
     void try_backend();
     void build_upstream_head(const ServerConfig& server);
     void start_attempt();
@@ -92,11 +92,13 @@ private:
     void on_relay_written(error_code ec, std::size_t);
     void finish_relay();
     void stream_broke(std::string_view why);
+    void finish_after_done();
 
     void client_left();
 
     void release_backend(bool success);
-    void end_exchange(int status, bool ok = true);
+    void end_exchange(int status, bool ok = true, std::string_view error = {});
+    std::string_view exchange_backend() const;
     void next_request_or_close(bool close);
     void close_client();
     void not_busy();
@@ -173,6 +175,7 @@ private:
     bool head_sent_ = false;
     bool chunked_ = false;
     bool relay_last_ = false;       // the write in flight ends the response
+    bool done_sent_ = false;        // the client has been sent the stream's `data: [DONE]`
     std::unique_ptr<char[]> relay_buf_;
     bool is_sse_ = false;
     SseFramer sse_;
