@@ -4,6 +4,7 @@
 
 #include "bindings/bindings.hpp"
 #include "core/config.hpp"
+#include "core/prometheus.hpp"
 
 namespace py = pybind11;
 
@@ -108,6 +109,8 @@ void bind_config(py::module_& m) {
         }
         return out;
     }, "[(name, type, rule)] for every [config] key, in documentation order.");
+    m.def("engine_load_series", &engine_load_series,
+          "The vllm: series names the router reads from each server's /metrics.");
     m.def("routing_logics", [] {
         std::vector<std::string> out(routing_logics().begin(), routing_logics().end());
         return out;

@@ -135,6 +135,8 @@ void bind_router(py::module_& m) {
                 d["waiting"] = m.waiting;
                 d["kv_cache_usage"] = m.kv_cache_usage;
                 d["scraped"] = m.scraped;
+                d["engine_stats"] = m.engine_stats;
+                d["prefix_cache_hit_rate"] = m.prefix_cache_hit_rate;
                 d["in_flight"] = m.state->in_flight.load();
                 d["requests"] = m.state->requests.load();
                 d["failures"] = m.state->failures.load();

@@ -30,14 +30,20 @@ struct FleetMember {
     std::shared_ptr<BackendState> state;
     ServerConfig config;
     std::vector<std::string> models;  // configured, else discovered
+    // The engine's own /v1/models entry for each of `models`, as JSON ("" for configured ones).
+    std::vector<std::string> model_json;
     bool models_known = false;        // configured, or discovery answered
     bool healthy = true;              // routable: the data plane sends traffic only here
     // Scraped from the server's /metrics (0 until a scrape succeeds).
     double running = 0;
     double waiting = 0;
     double kv_cache_usage = 0;        // 0..1
-    double prefix_cache_hit_rate = 0; // 0..1
+    // Prefix-cache hits over queries across request_stats_window (CounterWindow), 0..1.
+    double prefix_cache_hit_rate = 0;
     bool scraped = false;             // the last scrape succeeded
+    bool engine_stats = true;         // the last good scrape had vllm: load series
+    double scraped_at = -1;           // monotonic s of the last good scrape; < 0: never
+    double last_scrape = -1;          // the same as unix seconds
     // What /health shows, copied from the control plane's health tracker.
     struct HealthView {
         std::string state = "healthy";  // healthy, unhealthy, checking, draining

@@ -1,4 +1,7 @@
-// Reads an OpenAI `GET /v1/models` answer ({"data": [{"id": ...}, ...]}) into model names.
+// Reads an OpenAI `GET /v1/models` answer ({"data": [{"id": ...}, ...]}) into its models: each
+// id with the engine's whole entry, kept so that /v1/models through the router shows what the
+// engine said of the model (vLLM's max_model_len, root, parent, permission; a LoRA adapter is
+// told from its base model by parent and root).
 #pragma once
 
 #include <optional>
@@ -8,7 +11,12 @@
 
 namespace vllm_router {
 
-// The ids in "data", in order; nullopt when the text is not that shape.
-std::optional<std::vector<std::string>> parse_model_list(std::string_view json);
+struct ModelEntry {
+    std::string id;
+    std::string json;  // the entry as one JSON object, minified; "" when not from an engine
+};
+
+// The entries of "data" with a non-empty id, in order; nullopt when the text is not that shape.
+std::optional<std::vector<ModelEntry>> parse_model_list(std::string_view json);
 
 }  // namespace vllm_router

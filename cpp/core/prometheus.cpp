@@ -247,6 +247,12 @@ std::optional<std::string> prom_label(std::string_view labels, std::string_view 
     return found;
 }
 
+std::vector<std::string> engine_load_series() {
+    std::vector<std::string> names;
+    for (const auto& t : tracked) names.push_back(std::string(vllm_prefix) + std::string(t.name));
+    return names;
+}
+
 double EngineMetrics::prefix_cache_hit_rate() const {
     if (!(prefix_cache_queries > 0) || !std::isfinite(prefix_cache_queries) ||
         !std::isfinite(prefix_cache_hits)) {

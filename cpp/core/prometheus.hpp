@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace vllm_router {
 
@@ -78,7 +79,13 @@ struct EngineMetrics {
     // hits / queries clamped to 0..1 (a misbehaving server cannot show 300%); 0 when there
     // were no queries or a sum overflowed.
     double prefix_cache_hit_rate() const;
+    // Any of the load gauges was found: an engine with --disable-log-stats exports none.
+    bool has_load_series() const { return has_running || has_waiting || has_kv; }
 };
+
+// Every series name parse_engine_metrics reads ("vllm:num_requests_running", ...), current
+// names first: for tests that check a vLLM release's exposition against what the router reads.
+std::vector<std::string> engine_load_series();
 
 // Parses a whole /metrics answer. A malformed line anywhere rejects the whole scrape (nullopt,
 // *error as in parse_prometheus): the lines after it are unknown, and half a scrape could

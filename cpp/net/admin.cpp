@@ -13,8 +13,9 @@ double uptime_seconds(const RouterShared& shared) {
     return std::chrono::duration<double>(steady_clock::now() - shared.started).count();
 }
 
-std::string iso_now() {
-    const std::time_t t = std::time(nullptr);
+// UTC, without a zone suffix, as in the original /load-stats shape ("2026-01-15T10:30:00").
+std::string iso_utc(double unix_seconds) {
+    const std::time_t t = static_cast<std::time_t>(unix_seconds);
     std::tm tm{};
     gmtime_r(&t, &tm);
     char buf[32];
@@ -59,6 +60,20 @@ LocalAnswer root_answer(const RouterShared& shared, const Fleet& fleet) {
     return {200, std::move(out)};
 }
 
+// The entry an engine gave for `id`: from the first healthy server (in configuration order) that
+// discovered it; nullptr when every server serving it has the model configured instead.
+const std::string* engine_entry(const Fleet& fleet, const std::string& id) {
+    for (const auto& m : fleet.members) {
+        if (!m.healthy) continue;
+        for (std::size_t i = 0; i < m.models.size() && i < m.model_json.size(); ++i)
+            if (m.models[i] == id && !m.model_json[i].empty()) return &m.model_json[i];
+    }
+    return nullptr;
+}
+
+// The union of the healthy servers' models, one entry per id. An engine's entry is passed on
+// whole (vLLM's max_model_len, root, parent, permission...); a model known only from the
+// configuration gets a minimal entry of the router's own.
 LocalAnswer models_answer(const RouterShared& shared, const Fleet& fleet) {
     const auto created = std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch() -
@@ -70,6 +85,10 @@ LocalAnswer models_answer(const RouterShared& shared, const Fleet& fleet) {
     for (const auto& id : fleet.healthy_models()) {
         if (!first) out += ',';
         first = false;
+        if (const std::string* entry = engine_entry(fleet, id)) {
+            out += *entry;
+            continue;
+        }
         out += "{\"id\":";
         append_json_string(out, id);
         out += ",\"object\":\"model\",\"created\":" + std::to_string(created) + ",\"owned_by\":\"vllm-router\"}";
@@ -144,7 +163,7 @@ LocalAnswer load_stats_answer(const Fleet& fleet) {
     std::string out = "{\"servers\":[";
     long total_load = 0, total_capacity = 0;
     std::size_t healthy = 0;
-    const std::string now = iso_now();
+    const double now = monotonic_seconds();
     for (std::size_t i = 0; i < fleet.members.size(); ++i) {
         const auto& m = fleet.members[i];
         const int own = m.state->in_flight.load();
@@ -162,10 +181,20 @@ LocalAnswer load_stats_answer(const Fleet& fleet) {
         out += ",\"utilization_percent\":" + json_number(capacity ? 100.0 * load / capacity : 0.0, 1);
         out += ",\"status\":";
         out += m.healthy ? "true" : "false";
-        out += ",\"last_updated\":\"" + now + "\"";
+        // When the figures below were read from the server: its last successful scrape.
+        if (m.scraped_at >= 0) {
+            out += ",\"last_updated\":\"" + iso_utc(m.last_scrape) + "\"";
+            out += ",\"metrics_age_seconds\":" + json_number(std::max(0.0, now - m.scraped_at), 3);
+        } else {
+            out += ",\"last_updated\":null,\"metrics_age_seconds\":null";
+        }
+        out += ",\"engine_stats\":";
+        out += m.engine_stats ? "true" : "false";
         out += ",\"detailed_metrics\":{\"num_requests_running\":" + json_number(m.running, 0);
         out += ",\"num_requests_waiting\":" + json_number(m.waiting, 0);
-        // vLLM reports the KV cache use as a fraction; /load-stats shows percent, under both names.
+        // vLLM reports the KV cache use as a fraction; /load-stats shows percent, under both
+        // names. prefix_cache_hit_rate stays a fraction (0..1): hits over queries across
+        // request_stats_window.
         out += ",\"kv_cache_usage_perc\":" + json_number(m.kv_cache_usage * 100, 1);
         out += ",\"gpu_cache_usage_perc\":" + json_number(m.kv_cache_usage * 100, 1);
         out += ",\"prefix_cache_hit_rate\":" + json_number(m.prefix_cache_hit_rate, 4);

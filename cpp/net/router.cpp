@@ -6,6 +6,7 @@
 
 #include <sys/socket.h>
 
+#include "core/counter_window.hpp"
 #include "core/health.hpp"
 #include "core/model_list.hpp"
 #include "core/policy.hpp"
@@ -101,24 +102,32 @@ bool is_proxied_path(std::string_view path) {
 // The control plane's view of one server; touched only on the control thread.
 struct ControlServer {
     ControlServer(const ServerConfig& server, const Settings& settings)
-        : config(server), state(std::make_shared<BackendState>(server.url)), health(settings) {
+        : config(server), state(std::make_shared<BackendState>(server.url)), health(settings),
+          prefix(settings.request_stats_window) {
         if (auto parts = parse_url(server.url)) config.parts = *parts;
         key = canonical_url(config.parts);
-        models = server.models;
-        models_known = !server.models.empty();
+        set_configured_models(server.models);
+    }
+
+    void set_configured_models(const std::vector<std::string>& configured) {
+        models = configured;
+        model_json.assign(configured.size(), std::string());
+        models_known = !configured.empty();
     }
 
     ServerConfig config;
     std::string key;  // canonical URL: what identifies a server across reloads
     std::shared_ptr<BackendState> state;
     std::vector<std::string> models;
+    std::vector<std::string> model_json;  // the engine's entry for each of models ("" if configured)
     bool models_known = false;
     HealthTracker health;
     EngineMetrics metrics;
     bool scraped = false;
     int scrape_failures = 0;       // in a row
-    double prefix_rate = 0;        // hits / queries since the previous scrape
-    double prev_queries = -1, prev_hits = -1;
+    double scraped_at = -1;        // monotonic s of the last successful scrape
+    bool engine_stats = true;      // the last scrape found vllm: load series
+    CounterWindow prefix;          // prefix-cache queries and hits over request_stats_window
     bool checking = false;         // a health check is under way
     bool scraping = false;
     bool probing = false;          // a circuit-breaker probe is under way
@@ -156,6 +165,7 @@ struct Router::Impl {
             m.state = c.state;
             m.config = c.config;
             m.models = c.models;
+            m.model_json = c.model_json;
             m.models_known = c.models_known;
             const HealthState state = c.health.state(now);
             m.healthy = state == HealthState::healthy;
@@ -163,8 +173,13 @@ struct Router::Impl {
                 m.running = c.metrics.running;
                 m.waiting = c.metrics.waiting;
                 m.kv_cache_usage = c.metrics.kv_cache_usage;
-                m.prefix_cache_hit_rate = c.prefix_rate;
+                m.prefix_cache_hit_rate = c.prefix.rate(now);
                 m.scraped = true;
+            }
+            m.engine_stats = c.engine_stats;
+            if (c.scraped_at >= 0) {
+                m.scraped_at = c.scraped_at;
+                m.last_scrape = wall_seconds() - (now - c.scraped_at);
             }
             m.health.state = to_string(state);
             const double last = c.health.last_check_time();
@@ -285,10 +300,15 @@ struct Router::Impl {
                 http_get(control_ioc, c.config.parts, "/v1/models", c.config.api_key, settings.health_check_timeout,
                          kModelListLimit, [this, key = c.key, finish](HttpGetResult r) {
                              ControlServer* c = by_key(key);
-                             std::optional<std::vector<std::string>> models;
+                             std::optional<std::vector<ModelEntry>> models;
                              if (!r.error && r.status == 200) models = parse_model_list(r.body);
                              if (c && models) {
-                                 c->models = std::move(*models);
+                                 c->models.clear();
+                                 c->model_json.clear();
+                                 for (auto& entry : *models) {
+                                     c->models.push_back(std::move(entry.id));
+                                     c->model_json.push_back(std::move(entry.json));
+                                 }
                                  c->models_known = true;
                              } else if (c && !settings.enable_active_health_check) {
                                  // Without active checks, discovery is the only sign of life.
@@ -315,7 +335,10 @@ struct Router::Impl {
         auto finish = [this, pending] {
             if (--*pending == 0) publish();
         };
-        const double timeout = std::min(settings.health_check_timeout, std::max(0.2, settings.engine_stats_interval));
+        // A busy engine answers /metrics late (seconds, for vLLM's CPU build decoding fast): a
+        // scrape may take up to the health-check timeout. Scrapes of one server never overlap
+        // (`scraping`), so a slow answer delays the next one instead of piling requests up.
+        const double timeout = settings.health_check_timeout;
         for (auto& cp : servers) {
             ControlServer& c = *cp;
             if (c.scraping) continue;
@@ -346,14 +369,20 @@ struct Router::Impl {
             return;
         }
         c.scrape_failures = 0;
-        if (m->has_prefix) {
-            // The counters are cumulative: the rate that matters is the recent one.
-            const double dq = m->prefix_cache_queries - c.prev_queries;
-            const double dh = m->prefix_cache_hits - c.prev_hits;
-            if (c.prev_queries >= 0 && dq > 0 && dh >= 0) c.prefix_rate = dh / dq;
-            else if (c.prev_queries < 0) c.prefix_rate = m->prefix_cache_hit_rate();
-            c.prev_queries = m->prefix_cache_queries;
-            c.prev_hits = m->prefix_cache_hits;
+        const double now = monotonic_seconds();
+        c.scraped_at = now;
+        // The counters are cumulative: the rate that matters is the recent one (CounterWindow).
+        if (m->has_prefix) c.prefix.add(now, m->prefix_cache_queries, m->prefix_cache_hits);
+        // An engine started with --disable-log-stats answers /metrics without any vllm: load
+        // series: its zeros would read as an idle engine. Said once, and again if it changes.
+        const bool stats = m->has_load_series();
+        if (stats != c.engine_stats) {
+            event(stats ? 20 : 30, c.config.url,
+                  stats ? c.config.url + "/metrics has vllm: load series again"
+                        : c.config.url + "/metrics has no vllm: load series (running, waiting, KV cache; an engine "
+                                         "started with --disable-log-stats?): its load is estimated from the "
+                                         "router's own requests");
+            c.engine_stats = stats;
         }
         c.metrics = *m;
         c.scraped = true;
@@ -389,10 +418,10 @@ struct Router::Impl {
             }
             auto kept = std::move(*it);
             if (kept->config.models != s.models) {
-                kept->models = s.models;
-                kept->models_known = !s.models.empty();
+                kept->set_configured_models(s.models);
                 discover = discover || s.models.empty();
             }
+            kept->prefix.set_window(settings.request_stats_window);
             const auto parts = kept->config.parts;
             kept->config = s;
             kept->config.parts = parts;

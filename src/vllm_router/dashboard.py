@@ -59,6 +59,10 @@ def _finite(x: Any) -> float:
     return v if math.isfinite(v) else 0.0
 
 
+# Shown for a server whose /metrics has no vllm: load series.
+NO_ENGINE_STATS = "no engine stats"
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
 
@@ -76,6 +80,9 @@ class ServerView:
     healthy: bool
     state: str
     scraped: bool
+    # False when the server's /metrics has no vllm: load series (an engine started with
+    # --disable-log-stats): its running/waiting are unknown, not zero.
+    engine_stats: bool
     running: float
     waiting: float
     load: float
@@ -140,7 +147,8 @@ def fleet_view(backends: Backends, request_stats: RequestStats, router_stats: Ro
     for b in backends:
         url = str(b.get("url", ""))
         rs = request_stats.get(url, {})
-        scraped = bool(b.get("scraped", False))
+        engine_stats = bool(b.get("engine_stats", True))
+        scraped = bool(b.get("scraped", False)) and engine_stats
         running = _finite(b.get("running")) if scraped else 0.0
         servers.append(ServerView(
             url=url,
@@ -148,6 +156,7 @@ def fleet_view(backends: Backends, request_stats: RequestStats, router_stats: Ro
             healthy=bool(b.get("healthy", False)),
             state=str(b.get("state", "healthy" if b.get("healthy") else "unhealthy")),
             scraped=scraped,
+            engine_stats=engine_stats,
             running=running,
             waiting=_finite(b.get("waiting")) if scraped else 0.0,
             load=max(_finite(b.get("in_flight")), running),
@@ -211,6 +220,8 @@ def render_dashboard(
         status = Text(ICONS[s.level])
         if s.state != "healthy":
             status.append(f" {s.state}")
+        if not s.engine_stats:
+            status.append(f" {NO_ENGINE_STATS}", style="yellow")
         table.add_row(
             clock,
             Text(s.url),
@@ -245,7 +256,8 @@ def stats_line(backends: Backends, request_stats: RequestStats, router_stats: Ro
     for s in fleet.servers:
         word = s.state if s.level == "down" else s.level
         waiting = f" wait {_num(s.waiting)}" if s.scraped and s.waiting else ""
-        per_server.append(f"{s.short_name}: {_num(s.load)}/{s.capacity} {word}{waiting}")
+        marker = f" ({NO_ENGINE_STATS})" if not s.engine_stats else ""
+        per_server.append(f"{s.short_name}: {_num(s.load)}/{s.capacity} {word}{waiting}{marker}")
     return _one_line(" | ".join([head, *per_server]))
 
 

@@ -36,12 +36,12 @@ ICONS = "✅🟡🔴❌"
 
 def backend(url: str, in_flight: int = 0, capacity: int = 4, running: float = 0.0, waiting: float = 0.0,
             healthy: bool = True, models: tuple[str, ...] = ("llama-8b",), scraped: bool = True,
-            state: str | None = None) -> dict[str, Any]:
+            state: str | None = None, engine_stats: bool = True) -> dict[str, Any]:
     return {
         "url": url, "healthy": healthy, "state": state or ("healthy" if healthy else "unhealthy"),
         "models": list(models), "in_flight": in_flight, "requests": 10, "failures": 0,
         "capacity": capacity, "weight": 1.0, "running": running, "waiting": waiting,
-        "kv_cache_usage": 0.1, "scraped": scraped,
+        "kv_cache_usage": 0.1, "scraped": scraped, "engine_stats": engine_stats,
     }
 
 
@@ -172,6 +172,22 @@ def test_stats_line_is_one_line_with_totals_and_each_server():
     odd = stats_line([backend("http://a\nb:1", state="draining", healthy=False)], {}, {})
     assert "\n" not in odd and "draining" in odd
     assert stats_line([], {}, {}).startswith("servers 0/0 healthy, load 0/0 (0.0%)")
+
+
+def test_server_without_engine_stats_is_marked_not_shown_idle():
+    """An engine started with --disable-log-stats scrapes fine but exports no vllm: load series:
+    its running/waiting are unknown, and the row and the stats line say so."""
+    fleet = [backend("http://10.0.0.1:8000", in_flight=1),
+             backend("http://10.0.0.5:8000", in_flight=2, engine_stats=False)]
+    text, _ = rendered(fleet, {}, {})
+    marked = row_of(text, "10.0.0.5:8000")
+    assert "no engine stats" in marked
+    assert marked.split()[3:6] == ["llama-8b", "–", "–"], marked  # running, waiting: unknown
+    assert "2/4" in marked
+    assert "no engine stats" not in row_of(text, "10.0.0.1:8000")
+    line = stats_line(fleet, {}, {})
+    assert "10.0.0.5:8000: 2/4 ok (no engine stats)" in line
+    assert "10.0.0.1:8000: 1/4 ok |" in line + " |"
 
 
 class FakeTTY(io.StringIO):
