@@ -1,5 +1,6 @@
 # Everything a fresh machine needs, in two commands:
-#   make test   installs what is missing, builds, runs GoogleTest (ctest) then pytest
+#   make test   installs what is missing, builds, runs GoogleTest (ctest), pytest, then the
+#               real-vLLM suite (make test-vllm); make test-fast leaves the engines out
 #   make demo   installs what is missing, builds, runs the router in front of simulated engines
 # A second run only rebuilds what changed (the build folder is kept in build/py).
 
@@ -18,7 +19,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # rebuilds the extension; Python sources need no rebuild (editable install).
 BUILD_INPUTS := CMakeLists.txt pyproject.toml $(shell find cpp tests/cpp -type f 2>/dev/null)
 
-.PHONY: all test cpp-test py-test demo deps bench-deps build bench clean
+# The real engine (tests/vllm): vLLM's CPU build in a venv of its own, and a tiny model made on
+# the spot (tests/vllm/tiny_model.py), nothing downloaded.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_MODEL := build/vllm-model
+
+.PHONY: all test test-fast test-vllm vllm-model cpp-test py-test demo deps bench-deps build bench clean
 
 all: build
 
@@ -57,7 +64,28 @@ cpp-test: build
 py-test: build
 	$(BIN)/python -m pytest -q tests/py
 
-test: cpp-test py-test
+test-fast: cpp-test py-test
+
+test: test-fast test-vllm
+
+# PyPI's torchvision, torchaudio and torchcodec need CUDA: with them `import vllm` fails
+# ("operator torchvision::nms does not exist"), and vLLM runs without them.
+$(VLLM_STAMP): tests/vllm/requirements.txt
+	@echo "installing vLLM (CPU build) into $(VLLM_VENV): a few minutes, about 3.5 GB"
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q -r tests/vllm/requirements.txt
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+$(VLLM_MODEL)/.complete: $(VLLM_STAMP) tests/vllm/tiny_model.py
+	rm -rf $(VLLM_MODEL)
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python tests/vllm/tiny_model.py $(VLLM_MODEL)
+
+vllm-model: $(VLLM_MODEL)/.complete
+
+test-vllm: build vllm-model
+	VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python VLLM_MODEL_DIR=$(abspath $(VLLM_MODEL)) \
+	  $(BIN)/python -m pytest -q tests/vllm --durations=15
 
 demo: build
 	$(BIN)/vllm-router demo
@@ -71,4 +99,4 @@ bench: bench-deps build $(VENV)/.bench-tools
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(VLLM_VENV)
