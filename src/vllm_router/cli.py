@@ -165,7 +165,7 @@ def run(
     except ValueError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(1)
-    from vllm_router.server import serve, start_router
+    from vllm_router.server import serve, start_router, stop_signals
 
     handler = None
     if callbacks:
@@ -177,53 +177,55 @@ def run(
             err.print(str(e), markup=False)
             raise typer.Exit(1)
 
-    try:
-        router = start_router(resolved.config, host, port, threads or os.cpu_count() or 1)
-    except RuntimeError as e:
-        err.print(f"cannot start: {e}", markup=False)
-        raise typer.Exit(1)
-    # Access events cost a little per request: none are made when the level hides them.
-    router.set_access_events(logging.getLogger("vllm_router.access").isEnabledFor(logging.INFO))
-    pump = EventPump(router.drain_events).start()
-    n = len(resolved.config.servers)
-    logging.getLogger("vllm_router").info(
-        "vllm-router %s listening on http://%s:%d with %d server(s)", __version__, host, router.port, n)
-    out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
-              f"({n} server{'s' if n != 1 else ''})", markup=False)
-    from vllm_router.reload import ConfigWatcher, install_sighup
+    # The signal handlers go in before the router starts: a signal in between is not lost.
+    with stop_signals() as stop:
+        try:
+            router = start_router(resolved.config, host, port, threads or os.cpu_count() or 1)
+        except RuntimeError as e:
+            err.print(f"cannot start: {e}", markup=False)
+            raise typer.Exit(1)
+        # Access events cost a little per request: none are made when the level hides them.
+        router.set_access_events(logging.getLogger("vllm_router.access").isEnabledFor(logging.INFO))
+        pump = EventPump(router.drain_events).start()
+        n = len(resolved.config.servers)
+        logging.getLogger("vllm_router").info(
+            "vllm-router %s listening on http://%s:%d with %d server(s)", __version__, host, router.port, n)
+        out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
+                  f"({n} server{'s' if n != 1 else ''})", markup=False)
+        from vllm_router.reload import ConfigWatcher, install_sighup
 
-    runner = None
-    if handler is not None:
-        from vllm_router.callbacks import CallbackRunner
+        runner = None
+        if handler is not None:
+            from vllm_router.callbacks import CallbackRunner
 
-        runner = CallbackRunner(router, handler).start()
+            runner = CallbackRunner(router, handler).start()
 
-    watcher = ConfigWatcher(router, resolved.config_path, resolve_now,
-                            resolved.config.settings.config_reload_interval).start()
-    restore_sighup = install_sighup(watcher)
-    from vllm_router.dashboard import Dashboard, StatsLogger, echo_stats_to_stdout, should_show_dashboard
+        watcher = ConfigWatcher(router, resolved.config_path, resolve_now,
+                                resolved.config.settings.config_reload_interval).start()
+        restore_sighup = install_sighup(watcher)
+        from vllm_router.dashboard import Dashboard, StatsLogger, echo_stats_to_stdout, should_show_dashboard
 
-    # A terminal gets the live panel (full screen, or inline beside the logs with --console);
-    # Docker, k8s and pipes get plain stats lines instead.
-    live = should_show_dashboard()
-    dashboard = Dashboard(router, inline=console).start() if live else None
-    stats = None
-    if log_stats or not live:
-        if not live and not console:
-            echo_stats_to_stdout()
-        stats = StatsLogger(router, log_stats_interval).start()
-    try:
-        code = serve(router)
-    finally:
-        if stats:
-            stats.stop()
-        if dashboard:
-            dashboard.stop()
-        if runner:
-            runner.stop()
-        restore_sighup()
-        watcher.stop()
-        pump.stop()
+        # A terminal gets the live panel (full screen, or inline beside the logs with --console);
+        # Docker, k8s and pipes get plain stats lines instead.
+        live = should_show_dashboard()
+        dashboard = Dashboard(router, inline=console).start() if live else None
+        stats = None
+        if log_stats or not live:
+            if not live and not console:
+                echo_stats_to_stdout()
+            stats = StatsLogger(router, log_stats_interval).start()
+        try:
+            code = serve(router, stop)
+        finally:
+            if stats:
+                stats.stop()
+            if dashboard:
+                dashboard.stop()
+            if runner:
+                runner.stop()
+            restore_sighup()
+            watcher.stop()
+            pump.stop()
     raise typer.Exit(code)
 
 
@@ -307,7 +309,7 @@ def sim(
 ) -> None:
     """Run one simulated vLLM engine (for tests, demos and benchmarks)."""
     from vllm_router import _core
-    from vllm_router.server import StopRequested, stop_on_sigterm
+    from vllm_router.server import stop_signals, wait_for_stop
 
     engine = _core.SimEngine(host=host, port=port, model=model, ttft=ttft, token_delay=token_delay,
                              max_tokens=max_tokens, max_seqs=max_seqs, fail_status=fail_status,
@@ -318,12 +320,8 @@ def sim(
         err.print(f"cannot start the engine: {e}", markup=False)
         raise typer.Exit(1)
     out.print(f"simulated engine serving {model} on http://{host}:{bound}", markup=False)
-    with stop_on_sigterm():
-        try:
-            while True:
-                time.sleep(0.2)
-        except (KeyboardInterrupt, StopRequested):
-            pass
+    with stop_signals() as stop:
+        wait_for_stop(stop)
     engine.stop()
 
 

@@ -4,13 +4,14 @@ the router in front of them. A newcomer's first command: no GPU, no config file.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 
 from vllm_router import _core
-from vllm_router.server import serve, start_router
+from vllm_router.server import serve, start_router, stop_signals
 
 DEMO_MODEL = "sim-llama-3.1-8b"
 
@@ -74,6 +75,11 @@ Ctrl-C stops everything."""
 
 def run_demo(host: str, port: int, threads: int) -> int:
     console = Console(highlight=False, soft_wrap=True)
+    with stop_signals() as stop:
+        return _run_demo(console, host, port, threads, stop)
+
+
+def _run_demo(console: Console, host: str, port: int, threads: int, stop: threading.Event) -> int:
     engines = start_engines()
     try:
         router = start_router(demo_config(engines), host, port, threads)
@@ -87,7 +93,7 @@ def run_demo(host: str, port: int, threads: int) -> int:
             echo_stats_to_stdout()
             view = StatsLogger(router, 5.0).start()
         try:
-            return serve(router)
+            return serve(router, stop)
         finally:
             view.stop()
     finally:

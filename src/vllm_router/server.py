@@ -3,7 +3,8 @@
 Python owns the signals: SIGINT and SIGTERM turn into a graceful stop (stop accepting, let
 in-flight requests finish up to the drain timeout, exit 0). The C++ router never installs a
 handler; the main thread waits on it in short slices with the GIL released, so a signal is
-seen within ~100 ms.
+seen within ~100 ms. The handlers only set a flag (stop_signals), installed before the router
+starts, so a signal at any moment leads to the same drain.
 """
 
 from __future__ import annotations
@@ -21,25 +22,34 @@ log = logging.getLogger("vllm_router")
 WAIT_SLICE_S = 0.1
 
 
-class StopRequested(Exception):
-    """Raised in the main thread by the SIGTERM handler."""
-
-
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM raises StopRequested in the main thread (SIGINT already raises KeyboardInterrupt)."""
+def stop_signals() -> Iterator[threading.Event]:
+    """While active, SIGTERM and SIGINT set the yielded event instead of raising.
+
+    Installed before the router starts, so that a signal that comes while it starts is not lost
+    (or fatal: SIGTERM's default ends the process at once). SIGINT is installed explicitly: a
+    shell starts background jobs with SIGINT ignored and Python then leaves it ignored, so Ctrl-C
+    or a supervisor's SIGINT would not stop the router as SPEC says it does."""
+    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise StopRequested()
+        stop.set()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def wait_for_stop(stop: threading.Event, slice_s: float = 0.2) -> None:
+    """Blocks the main thread until `stop` is set (signal handlers run between slices)."""
+    while not stop.wait(slice_s):
+        pass
 
 
 def start_router(config: Any, host: str, port: int, threads: int) -> Any:
@@ -49,24 +59,23 @@ def start_router(config: Any, host: str, port: int, threads: int) -> Any:
     return router
 
 
-def serve(router: Any, every: Callable[[], None] | None = None, every_s: float = 5.0) -> int:
-    """Waits until a signal, then drains. `every` runs roughly each `every_s` seconds meanwhile.
+def serve(router: Any, stop: threading.Event, every: Callable[[], None] | None = None, every_s: float = 5.0) -> int:
+    """Waits until `stop` is set (a signal, see stop_signals), then drains. `every` runs roughly
+    each `every_s` seconds meanwhile.
 
     Returns the process exit code: 0 after a graceful stop.
     """
     waited = 0.0
-    with stop_on_sigterm():
-        try:
-            while not router.wait(WAIT_SLICE_S):
-                waited += WAIT_SLICE_S
-                if every and waited >= every_s:
-                    waited = 0.0
-                    every()
-        except (KeyboardInterrupt, StopRequested):
-            log.info("stopping: finishing in-flight requests")
-            left = router.shutdown()
-            if left:
-                log.warning("drain timeout: %d request(s) cut off", left)
-            else:
-                log.info("stopped cleanly")
+    while not stop.is_set() and not router.wait(WAIT_SLICE_S):
+        waited += WAIT_SLICE_S
+        if every and waited >= every_s:
+            waited = 0.0
+            every()
+    if stop.is_set():
+        log.info("stopping: finishing in-flight requests")
+        left = router.shutdown()
+        if left:
+            log.warning("drain timeout: %d request(s) cut off", left)
+        else:
+            log.info("stopped cleanly")
     return 0

@@ -61,3 +61,27 @@ def test_run_writes_three_log_files_with_an_access_event_per_request(engine_fact
     assert any(r["status"] == 400 for r in access)
     assert len(access) == 4  # one per request, no more
     assert "listening" in (log_dir / "vllm-router.log").read_text()
+
+
+def test_sigint_stops_the_router_even_when_inherited_as_ignored(engine_factory, tmp_path):
+    """A shell starts background jobs with SIGINT ignored, and Python then leaves it so: the
+    router must still stop on SIGINT as SPEC says (it did not, and CI launched that way hung)."""
+    engine = engine_factory()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm_router", "run", "--host", "127.0.0.1", "--port", str(port),
+         "--static-backends", url_of(engine), "--static-models", MODEL, "--log-dir", str(tmp_path / "logs"),
+         "--config", str(tmp_path / "absent.toml")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert "listening" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
