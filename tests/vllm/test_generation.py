@@ -56,26 +56,34 @@ def test_completions_same_text_as_direct(shared_router, engines):
     assert "".join(c.choices[0].text for c in routed.completions.create(**kw, stream=True)) == want
 
 
-def test_streamed_tokens_arrive_spread_over_time(shared_router):
-    """Relayed as generated: the first token comes long before the last, in many separate reads."""
+def stream_arrivals(url: str) -> list[float]:
+    """When each event of a 400-token completion stream arrived, in seconds from the request."""
     body = {"model": MODEL, "prompt": "go", "max_tokens": 400, "ignore_eos": True, "temperature": 0,
             "stream": True}
     arrivals = []
     start = time.monotonic()
-    with httpx.stream("POST", f"{shared_router.url}/v1/completions", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
             if line.startswith("data: {"):
                 arrivals.append(time.monotonic() - start)
-    total = arrivals[-1]
-    assert len(arrivals) >= 350
+    return arrivals
+
+
+def test_streamed_tokens_arrive_spread_over_time(shared_router, engines):
+    """Relayed as generated: the first token comes long before the last, in as many separate
+    moments as straight from the engine (which batches its output under load, so the count is
+    compared with the engine's own, measured in the same run)."""
+    direct = stream_arrivals(engines.a.url)
+    routed = stream_arrivals(shared_router.url)
+    total = routed[-1]
+    assert len(routed) >= 350
     assert total > 1.0, f"400 tokens in {total:.2f} s: too fast to tell streaming from buffering"
-    # Buffering would put every arrival at the end. (The engine's pace varies with the machine's
-    # load, so no evenness is asked for.)
-    assert arrivals[0] < 0.5 * total, (arrivals[0], total)
-    assert total - arrivals[0] > 0.5
-    distinct = len({round(t, 3) for t in arrivals})
-    assert distinct > 100
+    # Buffering would put every arrival at the end.
+    assert routed[0] < 0.5 * total, (routed[0], total)
+    assert total - routed[0] > 0.5
+    moments = lambda arrivals: len({round(t, 3) for t in arrivals})
+    assert moments(routed) >= max(10, moments(direct) // 2), (moments(routed), moments(direct))
 
 
 def test_tokenize_and_detokenize(shared_router, engines):
