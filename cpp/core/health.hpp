@@ -15,10 +15,10 @@
 // Active checks (only when enable_active_health_check):
 //   - A check fails when /health does not answer 200 within health_check_timeout.
 //   - Down after health_check_consecutive_failures failed checks in a row, or when the judged
-//     window breaks a limit: success rate < health_check_min_success_rate, or the average
-//     response time of its successful checks > health_check_max_response_time. The window is
-//     judged only once it holds min(health_check_window_size, 3) checks, so that one early
-//     failure does not mark a fresh server down.
+//     window breaks a limit: success rate < health_check_min_success_rate, judged only on a
+//     full window (health_check_window_size checks), so that one early failure does not mark a
+//     fresh server down; or the average response time of its successful checks >
+//     health_check_max_response_time, judged once the window holds min(window size, 3) checks.
 //   - The judged window forgets everything before an outage: every failed check that extends a
 //     run of consecutive failures to the limit or beyond clears it. A server that was dead comes
 //     back on its first good check (one interval), not after a whole window of successes, while a

@@ -113,8 +113,12 @@ std::vector<Scenario> scenarios() {
                   {Ev::ok, 180, U, false},    // S F S F S F S S S S: 7/10
                   {Ev::ok, 190, U, false},    // F S F S F S S S S S: 7/10
                   {Ev::ok, 200, H, true}}})}, // S F S F S S S S S S: 8/10
-        {"a_fresh_server_is_not_judged_on_fewer_than_three_checks", true,
-         {{Ev::fail, 0, H, true}, {Ev::ok, 10, H, true}, {Ev::fail, 20, U, false}, {Ev::ok, 30, U, false}}},
+        // One failure among a fresh server's first four checks (75 %) marked it down.
+        {"the_success_rate_is_judged_only_on_a_full_window", true,
+         concat({{{Ev::ok, 0, H, true}, {Ev::ok, 10, H, true}, {Ev::ok, 20, H, true}, {Ev::fail, 30, H, true},
+                  {Ev::fail, 40, H, true}, {Ev::ok, 50, H, true}},
+                 oks(3, 60),
+                 {{Ev::fail, 90, U, false}}})},  // S S S F F S S S S F: 7/10
         {"slow_responses_mark_down_until_the_average_recovers", true,
          {{Ev::slow, 0, H, true, 4.0},
           {Ev::slow, 10, H, true, 4.0},
