@@ -87,12 +87,11 @@ void bind_router(py::module_& m) {
         }, "Per backend URL ('' for the router's own answers): qps, error_rate, avg_latency, avg_ttft, avg_itl.")
         .def("drain_events", [](Router& r) {
             auto events = r.drain_events();
-            static const char* names[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
             py::list out;
             for (auto& e : events) {
                 py::dict d;
                 d["time"] = e.time;
-                d["level"] = names[std::clamp(e.level / 10 - 1, 0, 3)];
+                d["level"] = level_name(e.level);
                 d["kind"] = e.access ? "access" : "event";
                 d["message"] = text(e.message);
                 if (!e.backend.empty() && !e.access) d["backend"] = text(e.backend);

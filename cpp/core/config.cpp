@@ -68,6 +68,8 @@ const std::vector<SettingRule>& setting_rules() {
          Rule::header_name},
         {{"max_request_body_mb", T::number, "largest request body in MiB, > 0"},
          &Settings::max_request_body_mb, Rule::positive},
+        {{"callback_timeout", T::number, "seconds a pre_request callback may take, > 0"},
+         &Settings::callback_timeout, Rule::positive},
     };
     return rules;
 }

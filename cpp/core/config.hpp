@@ -61,6 +61,8 @@ struct Settings {
     std::string routing_logic = "least-load";
     std::string session_key = "x-session-id";
     double max_request_body_mb = 64;
+    // A pre_request callback that has not answered by then is skipped: the request goes on.
+    double callback_timeout = 30;
 };
 
 struct Config {

@@ -21,6 +21,13 @@ bool Fleet::knows_model(std::string_view model) const {
     return std::any_of(members.begin(), members.end(), [&](const FleetMember& m) { return m.serves(model); });
 }
 
+std::string_view Fleet::model_label(std::string_view model) const {
+    if (model.empty() || knows_model(model)) return model;
+    for (const auto& m : draining)
+        if (m.serves(model)) return model;
+    return "other";
+}
+
 std::vector<std::size_t> eligible_members(const Fleet& fleet, std::string_view model,
                                           const std::vector<std::size_t>& exclude) {
     std::vector<std::size_t> out;

@@ -72,6 +72,9 @@ struct Fleet {
     std::vector<std::string> healthy_models() const;
     // Is the model served by any member at all (healthy or not)?
     bool knows_model(std::string_view model) const;
+    // The model as a metric label: a configured or discovered name, "" for none, and "other"
+    // for any name a client made up, so that clients cannot add series without bound.
+    std::string_view model_label(std::string_view model) const;
 };
 
 // What a policy may look at besides the fleet.

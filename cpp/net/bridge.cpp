@@ -7,14 +7,11 @@
 #include <boost/asio/post.hpp>
 
 #include "core/json_util.hpp"
+#include "core/text.hpp"
 #include "net/session.hpp"
 
 namespace vllm_router {
 namespace {
-
-const char* level_name(int level) {
-    return level >= 40 ? "ERROR" : level >= 30 ? "WARNING" : level >= 20 ? "INFO" : "DEBUG";
-}
 
 // Client-controlled text must not forge lines in the readable log.
 void append_one_line(std::string& out, std::string_view s) {
@@ -26,6 +23,19 @@ void append_one_line(std::string& out, std::string_view s) {
 }
 
 }  // namespace
+
+const char* level_name(int level) {
+    return level >= 40 ? "ERROR" : level >= 30 ? "WARNING" : level >= 20 ? "INFO" : "DEBUG";
+}
+
+LogEvent make_event(int level, std::string backend, std::string message) {
+    LogEvent e;
+    e.time = unix_seconds();
+    e.level = level;
+    e.backend = std::move(backend);
+    e.message = std::move(message);
+    return e;
+}
 
 std::string render_access_json(const LogEvent& e) {
     const auto ms = static_cast<std::int64_t>(e.time * 1000.0);
@@ -127,13 +137,14 @@ CallbackJob::~CallbackJob() {
     answer(std::nullopt);
 }
 
-void CallbackQueue::push(std::shared_ptr<CallbackJob> job) {
+bool CallbackQueue::push(std::shared_ptr<CallbackJob> job) {
     {
         std::lock_guard lock(mutex_);
-        if (closed_) return;  // dropping the job answers it: the request goes on
+        if (closed_ || jobs_.size() >= kCapacity) return false;
         jobs_.push_back(std::move(job));
     }
     ready_.notify_one();
+    return true;
 }
 
 std::shared_ptr<CallbackJob> CallbackQueue::pop(double seconds) {

@@ -3,9 +3,9 @@
 //   EventQueue     log events (one access event per request, control-plane news) pushed by any
 //                  thread, drained in batches by a Python thread. Bounded: when Python falls
 //                  behind, events are dropped and counted, never waited for.
-//   CallbackQueue  jobs for Python callback workers. A pre_request job parks its session until a
-//                  Python worker answers (reply or proceed); the answer is posted back to the
-//                  session's own I/O thread. post_request jobs carry the whole response and need
+//   CallbackQueue  jobs for Python callback workers, bounded. A pre_request job parks its
+//                  session until a Python worker answers (reply or proceed) or callback_timeout
+//                  passes; the answer is posted back to the session's own I/O thread. post_request jobs carry the whole response and need
 //                  no answer. Python workers block in pop() with the GIL released.
 //
 // A job may outlive the session and even the router (a Python thread can still hold it): it
@@ -40,6 +40,12 @@ struct LogEvent {
     bool stream = false;
     int attempts = 0;
 };
+
+// A control-plane or data-plane event (not an access event), stamped now.
+LogEvent make_event(int level, std::string backend, std::string message);
+
+// Python's name for a logging level: "DEBUG", "INFO", "WARNING", "ERROR".
+const char* level_name(int level);
 
 // An access event rendered once in C++, for the log files: the JSON line of the structured log
 // (time, level, logger, message, request_id, backend, model, status, latency, ttft, then the
@@ -94,9 +100,14 @@ struct CallbackJob {
     bool answered = false;
 };
 
+// Bounded: a job beyond kCapacity is refused (push returns false) and its request goes on
+// without the callback, so that a slow Python handler cannot make the router hold requests and
+// their bodies without limit.
 class CallbackQueue {
 public:
-    void push(std::shared_ptr<CallbackJob> job);
+    static constexpr std::size_t kCapacity = 4096;
+
+    bool push(std::shared_ptr<CallbackJob> job);
     // Waits up to `seconds`; null on timeout or once closed and empty.
     std::shared_ptr<CallbackJob> pop(double seconds);
     void close();

@@ -93,10 +93,6 @@ std::map<std::string, Merged> merge_workers(const RouterShared& shared) {
 
 }  // namespace
 
-double monotonic_seconds() {
-    return std::chrono::duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
 void Worker::record(const FinishedRequest& done) {
     std::lock_guard lock(stats.mutex);
     auto it = stats.backends.find(done.backend);

@@ -23,6 +23,7 @@
 #include "core/config.hpp"
 #include "core/fleet.hpp"
 #include "core/stats.hpp"
+#include "core/text.hpp"
 #include "net/bridge.hpp"
 #include "net/router.hpp"
 
@@ -57,6 +58,8 @@ public:
     // longer than servers usually keep them) are dropped on the way.
     std::unique_ptr<UpstreamConn> take(const BackendState* backend);
     void give(std::unique_ptr<UpstreamConn> conn);
+    // Closes the connections idle longer than servers usually keep them.
+    void reap(steady_clock::time_point now);
     void clear() { idle_.clear(); }
 
 private:
@@ -141,6 +144,13 @@ struct RouterShared {
     std::array<std::atomic<std::uint64_t>, 4> upstream_errors_by_kind{};
     std::atomic<std::uint64_t> reloads_ok{0};
     std::atomic<std::uint64_t> reloads_failed{0};
+    // The router's own troubles, never held against a server.
+    std::atomic<std::uint64_t> accept_errors{0};   // accept() failed (out of descriptors, mostly)
+    std::atomic<std::uint64_t> fd_exhausted{0};    // a connect or check found no descriptor left
+    // Python callbacks that could not run as asked.
+    std::atomic<std::uint64_t> callbacks_skipped{0};  // the queue was full
+    std::atomic<std::uint64_t> callback_timeouts{0};  // pre_request past callback_timeout
+    std::atomic<std::uint64_t> callback_errors{0};    // a reply that could not be sent
 
     // To Python: log events, and callback jobs when a handler is installed.
     EventQueue events;
@@ -201,8 +211,6 @@ struct Worker {
 
     void record(const FinishedRequest& done);
 };
-
-double monotonic_seconds();
 
 // Answers for the router's own endpoints; nullopt when `path` is not one of them.
 struct LocalAnswer {
