@@ -65,6 +65,8 @@ void bind_config(py::module_& m) {
         VLLM_ROUTER_SETTING(session_key)
         VLLM_ROUTER_SETTING(max_request_body_mb)
         VLLM_ROUTER_SETTING(callback_timeout)
+        VLLM_ROUTER_SETTING(client_header_timeout)
+        VLLM_ROUTER_SETTING(client_body_timeout)
         .def("value", [](const Settings& s, std::string_view name) { return setting_value(s, name); },
              "The setting rendered for display.");
 #undef VLLM_ROUTER_SETTING

@@ -70,6 +70,10 @@ const std::vector<SettingRule>& setting_rules() {
          &Settings::max_request_body_mb, Rule::positive},
         {{"callback_timeout", T::number, "seconds a pre_request callback may take, > 0"},
          &Settings::callback_timeout, Rule::positive},
+        {{"client_header_timeout", T::number, "seconds a client may take to send a request header, > 0"},
+         &Settings::client_header_timeout, Rule::positive},
+        {{"client_body_timeout", T::number, "longest pause while a client sends a request body, seconds, > 0"},
+         &Settings::client_body_timeout, Rule::positive},
     };
     return rules;
 }

@@ -63,6 +63,10 @@ struct Settings {
     double max_request_body_mb = 64;
     // A pre_request callback that has not answered by then is skipped: the request goes on.
     double callback_timeout = 30;
+    // As nginx's: the whole header within client_header_timeout of its first byte; no pause
+    // longer than client_body_timeout while the body comes. Past either: 408 and close.
+    double client_header_timeout = 60;
+    double client_body_timeout = 60;
 };
 
 struct Config {

@@ -19,14 +19,6 @@ void append_label_value(std::string& out, std::string_view v) {
     }
 }
 
-std::string prom_number(double v) {
-    if (std::isnan(v)) return "NaN";
-    if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.17g", v);
-    return buf;
-}
-
 void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
     out += "# HELP ";
     out += name;
@@ -161,6 +153,14 @@ std::string render_metrics(const RouterShared& shared) {
     header(out, "vllm_router_config_reloads_total", "counter", "Configuration reloads, by result.");
     sample(out, "vllm_router_config_reloads_total", "result=\"ok\"", static_cast<double>(shared.reloads_ok.load()));
     sample(out, "vllm_router_config_reloads_total", "result=\"error\"", static_cast<double>(shared.reloads_failed.load()));
+    header(out, "vllm_router_accept_errors_total", "counter", "Client connections the router could not accept (out of descriptors, mostly).");
+    sample(out, "vllm_router_accept_errors_total", "", static_cast<double>(shared.accept_errors.load()));
+    header(out, "vllm_router_fd_exhausted_total", "counter", "Connects, checks and scrapes that found no file descriptor left (the router's own shortage).");
+    sample(out, "vllm_router_fd_exhausted_total", "", static_cast<double>(shared.fd_exhausted.load()));
+    header(out, "vllm_router_callbacks_skipped_total", "counter", "Python callbacks not run as asked, by reason.");
+    sample(out, "vllm_router_callbacks_skipped_total", "reason=\"queue_full\"", static_cast<double>(shared.callbacks_skipped.load()));
+    sample(out, "vllm_router_callbacks_skipped_total", "reason=\"timeout\"", static_cast<double>(shared.callback_timeouts.load()));
+    sample(out, "vllm_router_callbacks_skipped_total", "reason=\"invalid_reply\"", static_cast<double>(shared.callback_errors.load()));
     header(out, "vllm_router_active_requests", "gauge", "Requests being proxied now.");
     sample(out, "vllm_router_active_requests", "", shared.active.load());
     header(out, "vllm_router_client_connections", "gauge", "Open client connections.");

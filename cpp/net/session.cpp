@@ -215,6 +215,8 @@ void Session::parse_request() {
         buffer_.consume(blank);
         if (buffer_.size() == 0) return read_request();
         set_state(State::head);
+        // The whole header within this time of its first byte, however it trickles in.
+        client_deadline_.set(to_duration(settings().client_header_timeout));
     }
     while (buffer_.size() > 0) {
         error_code ec;
@@ -228,6 +230,8 @@ void Session::parse_request() {
     }
     if (state_ == State::head && parser_->is_header_done() && !on_request_header()) return;
     if (parser_->is_done()) return handle_request();
+    // A body may take long as a whole, but may not stall for longer than this between reads.
+    if (state_ == State::body) client_deadline_.set(to_duration(settings().client_body_timeout));
     read_request();
 }
 
@@ -273,7 +277,6 @@ bool Session::on_request_header() {
         // Room for simdjson's padding, so that the body is inspected where it lies.
         req.body().reserve(*len + simdjson::SIMDJSON_PADDING);
     }
-    client_deadline_.set(std::max<steady_clock::duration>(kClientBodyMinTimeout, to_duration(settings().request_timeout)));
     if (expect_continue && !parser_->is_done() && buffer_.size() == 0) {
         // The client waits for our go before sending the body. Parsing stops until it is out.
         static const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";

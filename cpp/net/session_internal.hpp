@@ -14,7 +14,6 @@ namespace vllm_router::session_detail {
 using namespace std::string_view_literals;
 
 inline constexpr auto kClientIdleTimeout = std::chrono::seconds(75);   // keep-alive wait for a request
-inline constexpr auto kClientBodyMinTimeout = std::chrono::seconds(60);
 inline constexpr auto kLinger = std::chrono::seconds(2);
 inline constexpr double kConnectTimeoutCap = 5.0;                      // s: an unreachable host fails fast
 // A stream's events are a few hundred bytes; 4 KiB per relayed answer keeps ten thousand

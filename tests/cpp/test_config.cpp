@@ -324,7 +324,7 @@ TEST(ClosestMatch, SuggestsOnlyLikelyTypos) {
 
 TEST(Config, SettingSpecsCoverEverySettingAndRenderValues) {
     Settings s;
-    ASSERT_EQ(setting_specs().size(), 21u);
+    ASSERT_EQ(setting_specs().size(), 23u);
     EXPECT_EQ(setting_value(s, "callback_timeout"), "30");
     for (const auto& spec : setting_specs()) EXPECT_FALSE(setting_value(s, spec.name).empty()) << spec.name;
     EXPECT_EQ(setting_value(s, "health_check_min_success_rate"), "0.8");

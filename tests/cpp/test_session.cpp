@@ -351,79 +351,31 @@ TEST(Session, IdleUpstreamConnectionsAreReaped) {
     EXPECT_TRUE(eventually([&] { return backend.open_connections() == 0; }, 7000ms));
 }
 
-// ---------------------------------------------------------------- callbacks
-
-// Answers every pre_request job with `reply` from a thread of the test.
-class PreAnswerer {
-public:
-    PreAnswerer(Router& router, CallbackReply reply) : router_(router), reply_(std::move(reply)) {
-        router_.enable_callbacks(true, false);
-        thread_ = std::thread([this] {
-            while (!stop_) {
-                if (auto job = router_.callback_pop(0.05)) job->answer(reply_);
-            }
-        });
-    }
-    ~PreAnswerer() {
-        stop_ = true;
-        thread_.join();
-    }
-
-private:
-    Router& router_;
-    CallbackReply reply_;
-    std::atomic<bool> stop_{false};
-    std::thread thread_;
-};
-
-TEST(Session, InvalidCallbackRepliesAreRefusedAndTheRequestProxied) {
-    Backend backend(echo());
-    struct Case {
-        const char* name;
-        CallbackReply reply;
-    };
-    std::vector<Case> cases;
-    cases.push_back({"204 with a body", {204, "not allowed", "text/plain", {}}});
-    cases.push_back({"304 with a body", {304, "not allowed", "text/plain", {}}});
-    cases.push_back({"status 1000", {1000, "x", "text/plain", {}}});
-    cases.push_back({"status 99", {99, "x", "text/plain", {}}});
-    cases.push_back({"CRLF in a value", {200, "x", "text/plain", {{"X-A", "1\r\nX-Injected: yes"}}}});
-    cases.push_back({"NUL in a value", {200, "x", "text/plain", {{"X-A", std::string("a\0b", 3)}}}});
-    cases.push_back({"bad header name", {200, "x", "text/plain", {{"X A", "1"}}}});
-    cases.push_back({"value over 64 KiB", {200, "x", "text/plain", {{"X-Big", std::string(70000, 'v')}}}});
-    cases.push_back({"CRLF in the type", {200, "x", "text/plain\r\nX-Injected: yes", {}}});
-    for (const auto& k : cases) {
-        TestRouter router({backend.url()});
-        PreAnswerer answerer(router.router(), k.reply);
-        Socket c = router.connect();
-        Reader r(c);
-        c.send(post("/v1/x", chat(k.name)));
-        auto m = r.next();
-        ASSERT_TRUE(m) << k.name;
-        // Proxied as if no callback were set.
-        EXPECT_EQ(m->status(), 200) << k.name;
-        EXPECT_EQ(m->body, "POST /v1/x " + chat(k.name)) << k.name;
-        EXPECT_EQ(m->count("x-injected"), 0u) << k.name;
-        bool logged = false;
-        for (auto& e : router.router().drain_events())
-            if (!e.access && e.level >= 40 && e.message.find("callback") != std::string::npos) logged = true;
-        EXPECT_TRUE(logged) << k.name;
-    }
-}
-
-TEST(Session, ValidCallbackReplyIsSentInstead) {
-    Backend backend(echo());
-    TestRouter router({backend.url()});
-    PreAnswerer answerer(router.router(), {418, R"({"error":"teapot"})", "application/json", {{"X-Why", "coffee"}}});
+TEST(Session, ServerAnswering500ToEverythingOpensItsCircuit) {
+    // A 500 is passed on (not retried), but it says the server is failing: after
+    // failure_threshold of them in a row the circuit opens and traffic stops.
+    Backend failing([](const Message&, const Socket& s) {
+        Backend::answer(s, 500, R"({"error":"boom"})");
+        return true;
+    });
+    TestRouter router({failing.url()}, [](Settings& s) {
+        s.failure_threshold = 2;
+        s.auto_recovery_threshold = 60;
+    });
     Socket c = router.connect();
     Reader r(c);
-    c.send(post("/v1/x", chat("c")));
+    for (int i = 0; i < 2; ++i) {
+        c.send(post("/v1/x", chat("f")));
+        auto m = r.next();
+        ASSERT_TRUE(m);
+        EXPECT_EQ(m->status(), 500);
+    }
+    EXPECT_TRUE(eventually([&] { return router.router().fleet()->members[0].health.circuit_open; }));
+    c.send(post("/v1/x", chat("f")));
     auto m = r.next();
     ASSERT_TRUE(m);
-    EXPECT_EQ(m->status(), 418);
-    EXPECT_EQ(m->header("x-why"), "coffee");
-    EXPECT_EQ(m->body, R"({"error":"teapot"})");
-    EXPECT_EQ(backend.request_count(), 0u);
+    EXPECT_EQ(m->status(), 503);  // no healthy server left
+    EXPECT_EQ(failing.request_count(), 2u);
 }
 
 }  // namespace
