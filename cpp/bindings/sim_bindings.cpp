@@ -3,7 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings/bindings.hpp"
-#include "net/sim_engine.hpp"
+#include "sim/sim_engine.hpp"
 
 namespace py = pybind11;
 

@@ -1,4 +1,5 @@
 #include "core/config.hpp"
+#include "core/http_policy.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -105,12 +106,6 @@ std::optional<std::string> check_number(Rule rule, double v) {
     return std::nullopt;
 }
 
-bool is_token_char(char c) {
-    // RFC 9110 tchar
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
 std::optional<std::string> check_string(Rule rule, const std::string& v) {
     if (rule == Rule::routing_logic) {
         const auto& known = routing_logics();
@@ -123,7 +118,7 @@ std::optional<std::string> check_string(Rule rule, const std::string& v) {
         return msg;
     }
     if (rule == Rule::header_name) {
-        if (v.empty() || !std::all_of(v.begin(), v.end(), is_token_char))
+        if (!is_token(v))
             return "must be an HTTP header name (letters, digits, '-'), got '" + v + "'";
     }
     return std::nullopt;

@@ -1,4 +1,5 @@
 #include "core/json_util.hpp"
+#include "core/text.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -6,7 +7,6 @@
 namespace vllm_router {
 
 void append_json_string(std::string& out, std::string_view s) {
-    static constexpr char hex[] = "0123456789abcdef";
     out.push_back('"');
     for (char ch : s) {
         const auto c = static_cast<unsigned char>(ch);
@@ -19,8 +19,8 @@ void append_json_string(std::string& out, std::string_view s) {
         default:
             if (c < 0x20) {
                 out += "\\u00";
-                out.push_back(hex[c >> 4]);
-                out.push_back(hex[c & 0xf]);
+                out.push_back(kHexDigits[c >> 4]);
+                out.push_back(kHexDigits[c & 0xf]);
             } else {
                 out.push_back(ch);
             }

@@ -1,4 +1,5 @@
 #include "core/policy.hpp"
+#include "core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -9,17 +10,9 @@ namespace vllm_router {
 
 namespace {
 
-constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
-constexpr std::uint64_t kFnvPrime = 0x100000001b3ULL;
-
 struct Fnv1a {
     std::uint64_t h = kFnvOffset;
-    void add(std::string_view bytes) {
-        for (const char c : bytes) {
-            h ^= static_cast<unsigned char>(c);
-            h *= kFnvPrime;
-        }
-    }
+    void add(std::string_view bytes) { h = fnv1a(bytes, h); }
 };
 
 // murmur3's fmix64: every input bit flips each output bit with probability about 1/2.

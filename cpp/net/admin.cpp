@@ -3,6 +3,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "core/health.hpp"
 #include "core/json_util.hpp"
 #include "net/router_impl.hpp"
 
@@ -118,7 +119,7 @@ LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
         out += ",\"healthy\":";
         out += m.healthy && !draining ? "true" : "false";
         out += ",\"state\":";
-        append_json_string(out, draining || shared.stopping ? std::string_view("draining") : std::string_view(h.state));
+        append_json_string(out, draining || shared.stopping ? to_string(HealthState::draining) : std::string_view(h.state));
         out += ",\"last_check\":";
         if (h.last_check < 0) {
             out += "null";

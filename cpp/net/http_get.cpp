@@ -8,6 +8,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "core/http_policy.hpp"
+#include "core/text.hpp"
+
 namespace vllm_router {
 namespace {
 
@@ -25,8 +28,7 @@ public:
         req_.method(http::verb::get);
         req_.target(server_.base_path + path);
         req_.version(11);
-        const bool default_port = server_.port == (server_.scheme == "https" ? 443 : 80);
-        req_.set(http::field::host, default_port ? server_.host : server_.host + ":" + std::to_string(server_.port));
+        req_.set(http::field::host, host_field(server_));
         req_.set(http::field::user_agent, "vllm-router");
         req_.set(http::field::connection, "close");
         if (!api_key.empty()) req_.set(http::field::authorization, "Bearer " + api_key);
@@ -47,10 +49,7 @@ public:
     }
 
 private:
-    std::chrono::steady_clock::duration deadline() const {
-        return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-            std::chrono::duration<double>(timeout_));
-    }
+    std::chrono::steady_clock::duration deadline() const { return to_duration(timeout_); }
 
     void on_resolve(error_code ec, tcp::resolver::results_type results) {
         if (ec) return finish(ec);

@@ -115,22 +115,9 @@ void Session::finish_relay() {
 }
 
 void Session::stream_broke(std::string_view why) {
-    if (!head_sent_) {
-        // Not a byte went to the client yet: another server may still answer it whole.
-        if (can_retry()) return attempt_failed(Failure::broken, {}, 0, why);
-        shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
-        shared_.upstream_errors_by_kind[static_cast<std::size_t>(Failure::broken) - 1].fetch_add(1, std::memory_order_relaxed);
-        release_backend(Verdict::failure);
-        if (up_) {
-            error_code ignored;
-            up_->socket.close(ignored);
-            up_.reset();
-        }
-        answered_by_.clear();
-        end_exchange(502, false);
-        return answer(502, openai_error_body(502, "upstream failed: " + std::string(why), error_type_for_status(502)),
-                      "application/json");
-    }
+    // Not a byte went to the client yet: a failed attempt like any other, so another server
+    // may still answer it whole (or the client gets our 502 saying why).
+    if (!head_sent_) return attempt_failed(Failure::broken, {}, 0, why);
     shared_.upstream_errors.fetch_add(1, std::memory_order_relaxed);
     shared_.upstream_errors_by_kind[static_cast<std::size_t>(Failure::broken) - 1].fetch_add(1, std::memory_order_relaxed);
     release_backend(Verdict::failure);

@@ -16,7 +16,7 @@
 #include <boost/beast/http.hpp>
 #include <simdjson.h>
 
-#include "net/sim_engine.hpp"
+#include "sim/sim_engine.hpp"
 
 namespace vllm_router {
 namespace {

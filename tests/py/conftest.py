@@ -4,13 +4,16 @@ test that started them."""
 from __future__ import annotations
 
 import contextlib
-import socket
-import time
+import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from vllm_router import _core
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import free_port, wait_until  # noqa: E402,F401  (re-exported to the tests)
 
 
 # SPEC §2's acceptance case: four problems, on lines 3, 4, 7 and 8.
@@ -42,25 +45,6 @@ def engine_factory() -> Iterator[Callable[..., Any]]:
     yield make
     for engine in engines:
         engine.stop()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
-    """Polls `predicate` until it holds or `timeout` passes; returns its last answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound once, then released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def url_of(engine_or_port: Any) -> str:

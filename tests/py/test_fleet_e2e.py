@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, url_of, wait_until
+from support import Load as Load_
 
 MODEL = "sim-model"
 
@@ -29,40 +30,9 @@ def completion(port: int, client: httpx.Client | None = None, **extra) -> httpx.
     return send(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=30, **extra)
 
 
-class Load:
-    """Keeps `workers` clients sending requests until stopped; records every failure."""
-
-    def __init__(self, port: int, workers: int = 4) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
-
-    def _run(self) -> None:
-        with httpx.Client() as client:
-            while not self._stop.is_set():
-                try:
-                    r = completion(self.port, client)
-                    with self._lock:
-                        if r.status_code == 200:
-                            self.ok += 1
-                        else:
-                            self.failures.append(f"{r.status_code}: {r.text[:200]}")
-                except httpx.HTTPError as e:
-                    with self._lock:
-                        self.failures.append(repr(e))
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
+def Load(port: int, workers: int = 4) -> Load_:
+    """Clients sending short completions to the router on `port` until stopped."""
+    return Load_(lambda client: completion(port, client), workers)
 
 
 def test_least_load_puts_more_on_the_larger_server(engine_factory, router_factory):

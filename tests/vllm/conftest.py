@@ -38,6 +38,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import free_port, wait_until  # noqa: E402,F401  (re-exported to the tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 MODEL_DIR = Path(os.environ.get("VLLM_MODEL_DIR", ROOT / "build" / "vllm-model"))
@@ -45,24 +48,6 @@ MODEL = "tiny"
 LORA = "tiny-lora"
 EMBED = "tiny-embed"
 START_TIMEOUT = 420.0  # s: a first start compiles; on a busy 2-core machine that takes minutes
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
-    """Polls `predicate` until it returns something true or `timeout` passes; returns its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def metric_samples(text: str) -> dict[str, float]:

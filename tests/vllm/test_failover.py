@@ -4,50 +4,21 @@ and the router's logs say so."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
 import httpx
 
-from conftest import MODEL, wait_until
+from conftest import MODEL
+from support import Load, wait_until
 
 
-class Load:
+def completions(url: str, workers: int = 4) -> Load:
     """`workers` clients sending short completions through the router until stopped."""
-
-    def __init__(self, url: str, workers: int = 4) -> None:
-        self.url = url
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(workers)]
-
-    def _run(self, worker: int) -> None:
-        body = {"model": MODEL, "prompt": f"worker {worker}", "max_tokens": 24, "temperature": 0}
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set():
-                try:
-                    r = client.post(f"{self.url}/v1/completions", json=body)
-                    with self._lock:
-                        if r.status_code == 200 and r.json()["choices"][0]["text"] is not None:
-                            self.ok += 1
-                        else:
-                            self.failures.append(f"{r.status_code}: {r.text[:200]}")
-                except httpx.HTTPError as e:
-                    with self._lock:
-                        self.failures.append(repr(e))
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+    def send(client: httpx.Client) -> httpx.Response:
+        return client.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "load", "max_tokens": 24,
+                                                          "temperature": 0})
+    return Load(send, workers)
 
 
 def server_entry(router, url: str) -> dict:
@@ -58,7 +29,7 @@ def test_engine_killed_under_load_loses_no_request(router_factory, engines):
     a, b = engines.a, engines.b
     router = router_factory(servers=[{"url": a.url, "max_concurrent_requests": 4},
                                      {"url": b.url, "max_concurrent_requests": 4}])
-    with Load(router.url) as load:
+    with completions(router.url) as load:
         assert wait_until(lambda: load.ok >= 20, timeout=30)
         b.kill()
         killed_at, ok_at_kill = time.monotonic(), load.ok

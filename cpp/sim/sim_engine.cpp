@@ -1,9 +1,10 @@
 // The simulated engine. Three parts: SimState (options, counters and the FIFO scheduler shared
 // by every connection), SimSession (one client connection: parse, answer, stream, detect the
 // client leaving) and SimListener (accept loop). SimEngine owns the io_context and its threads.
-#include "net/sim_engine.hpp"
+#include "sim/sim_engine.hpp"
 
 #include "core/json_util.hpp"
+#include "core/text.hpp"
 
 #include <array>
 #include <atomic>
@@ -55,33 +56,8 @@ constexpr std::string_view server_name = "vllm-router-sim";
 // Text helpers
 
 
-// Shortest round-trip form, with ".0" on integral values as Python's prometheus_client prints.
-std::string format_number(double v) {
-    if (std::isnan(v)) return "NaN";
-    if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-    char buf[64];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    std::string s(buf, ec == std::errc{} ? end : buf);
-    if (s.find_first_of(".e") == std::string::npos) s += ".0";
-    return s;
-}
-
-constexpr std::uint64_t fnv_offset = 14695981039346656037ull;
-
-std::uint64_t fnv1a(std::string_view s, std::uint64_t h = fnv_offset) {
-    for (char c : s) {
-        h ^= static_cast<unsigned char>(c);
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-std::string hex64(std::uint64_t v) {
-    char buf[17];
-    static constexpr char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = hex[v & 0xf];
-    return std::string(buf, 16);
-}
+// Numbers as Python's prometheus_client prints them ("1.0"), as vLLM's /metrics has them.
+std::string prom_number_dot(double v) { return prom_number(v, true); }
 
 std::string_view error_type(int status) {
     switch (status) {
@@ -128,7 +104,7 @@ struct Job {
     int tokens = 0;                     // tokens the answer will have
     std::string_view finish = "stop";   // "length" when the request's own limit cut it
     std::uint64_t prompt_tokens = 1;
-    std::uint64_t prompt_hash = fnv_offset;
+    std::uint64_t prompt_hash = kFnvOffset;
     std::vector<std::uint64_t> input_hashes;  // embeddings: one per input
     int engine = 0;
     std::string id;
@@ -145,7 +121,7 @@ struct JobProblem {
 struct PromptMeter {
     std::uint64_t chars = 0;
     std::uint64_t ids = 0;
-    std::uint64_t hash = fnv_offset;
+    std::uint64_t hash = kFnvOffset;
 
     void text(std::string_view s) {
         chars += s.size();
@@ -373,7 +349,7 @@ std::string embedding_answer(const Job& job, const std::string& model) {
         out += "{\"index\":" + std::to_string(i) + ",\"object\":\"embedding\",\"embedding\":[";
         for (int k = 0; k < embedding_dims; ++k) {
             if (k) out += ',';
-            out += format_number(norm > 0 ? v[k] / norm : 0.0);
+            out += prom_number_dot(norm > 0 ? v[k] / norm : 0.0);
         }
         out += "]}";
     }
@@ -916,7 +892,7 @@ std::string SimState::metrics_text() {
         out += "# HELP " + std::string(name) + " " + std::string(help) + "\n";
         out += "# TYPE " + std::string(name) + " " + std::string(type) + "\n";
         for (int e = 0; e < engine_count; ++e)
-            out += std::string(name) + labels(e) + "} " + format_number(value(e)) + "\n";
+            out += std::string(name) + labels(e) + "} " + prom_number_dot(value(e)) + "\n";
     };
     auto load = [](const std::atomic<std::uint64_t>& a) { return static_cast<double>(a.load()); };
 
@@ -942,7 +918,7 @@ std::string SimState::metrics_text() {
         for (std::string_view reason : {"length", "stop"}) {
             auto& n = reason == "length" ? engines[e].success_length : engines[e].success_stop;
             out += "vllm:request_success_total{engine=\"" + std::to_string(e) + "\",finished_reason=\"" +
-                   std::string(reason) + "\",model_name=" + json_string(opt.model) + "} " + format_number(load(n)) +
+                   std::string(reason) + "\",model_name=" + json_string(opt.model) + "} " + prom_number_dot(load(n)) +
                    "\n";
         }
     }

@@ -1,0 +1,67 @@
+"""Helpers shared by the pytest suites (tests/py and tests/vllm): each suite's conftest puts
+tests/ on the import path, so both say `from support import ...`."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import httpx
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:
+    """Polls `predicate` until it returns something true or `timeout` passes; returns its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(step)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound once, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Load:
+    """`workers` clients sending `send(client)` until stopped; records every success and failure.
+    `send` returns an httpx.Response; a 200 counts as a success, anything else as a failure."""
+
+    def __init__(self, send: Callable[[httpx.Client], httpx.Response], workers: int = 4) -> None:
+        self.send = send
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set():
+                try:
+                    r = self.send(client)
+                    with self._lock:
+                        if r.status_code == 200:
+                            self.ok += 1
+                        else:
+                            self.failures.append(f"{r.status_code}: {r.text[:200]}")
+                except httpx.HTTPError as e:
+                    with self._lock:
+                        self.failures.append(repr(e))
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
