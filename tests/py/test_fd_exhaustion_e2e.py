@@ -63,15 +63,22 @@ def test_out_of_descriptors_is_the_routers_own_trouble(engine_factory, tmp_path)
         assert time.monotonic() - released < 1.5
         assert fresh().status_code == 200
         watcher.close()
+    except Exception:
+        for s in idle:
+            s.close()
+        proc.kill()
+        print("router output:\n" + proc.communicate(timeout=15)[0])
+        raise
     finally:
         for s in idle:
             s.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     log = (tmp_path / "logs" / "vllm-router.log").read_text()
     assert "cannot accept a connection" in log and "ulimit -n" in log
     assert "is unhealthy" not in log
