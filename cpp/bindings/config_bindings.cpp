@@ -67,6 +67,9 @@ void bind_config(py::module_& m) {
         VLLM_ROUTER_SETTING(callback_timeout)
         VLLM_ROUTER_SETTING(client_header_timeout)
         VLLM_ROUTER_SETTING(client_body_timeout)
+        VLLM_ROUTER_SETTING(body_buffer_mb)
+        VLLM_ROUTER_SETTING(body_spool_threshold_mb)
+        VLLM_ROUTER_SETTING(body_spool_dir)
         .def("value", [](const Settings& s, std::string_view name) { return setting_value(s, name); },
              "The setting rendered for display.");
 #undef VLLM_ROUTER_SETTING

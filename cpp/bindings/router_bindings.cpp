@@ -118,6 +118,10 @@ void bind_router(py::module_& m) {
             d["upstream_errors"] = s.upstream_errors;
             d["active"] = s.active;
             d["connections"] = s.connections;
+            d["body_memory"] = s.body_memory;
+            d["body_spooled"] = s.body_spooled;
+            d["spooled_bodies"] = s.spooled_bodies;
+            d["refused_bodies"] = s.refused_bodies;
             return d;
         })
         .def("backends", [](const Router& r) {

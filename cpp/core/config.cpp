@@ -75,6 +75,12 @@ const std::vector<SettingRule>& setting_rules() {
          &Settings::client_header_timeout, Rule::positive},
         {{"client_body_timeout", T::number, "longest pause while a client sends a request body, seconds, > 0"},
          &Settings::client_body_timeout, Rule::positive},
+        {{"body_buffer_mb", T::number, "MiB of request bodies held in memory by all clients together, > 0"},
+         &Settings::body_buffer_mb, Rule::positive},
+        {{"body_spool_threshold_mb", T::number, "bodies larger than this (MiB) go to a temporary file, > 0"},
+         &Settings::body_spool_threshold_mb, Rule::positive},
+        {{"body_spool_dir", T::string, "a folder for spooled bodies (empty: $TMPDIR, else /tmp)"},
+         &Settings::body_spool_dir, Rule::none},
     };
     return rules;
 }

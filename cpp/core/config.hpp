@@ -67,6 +67,12 @@ struct Settings {
     // longer than client_body_timeout while the body comes. Past either: 408 and close.
     double client_header_timeout = 60;
     double client_body_timeout = 60;
+    // Request bodies: at most body_buffer_mb of them in memory, router-wide; a body larger
+    // than body_spool_threshold_mb (or one that no longer fits the budget) is spooled to an
+    // unlinked file in body_spool_dir as it arrives (net/request_body.hpp).
+    double body_buffer_mb = 128;
+    double body_spool_threshold_mb = 1;
+    std::string body_spool_dir;
 };
 
 struct Config {

@@ -161,6 +161,13 @@ std::string render_metrics(const RouterShared& shared) {
     sample(out, "vllm_router_callbacks_skipped_total", "reason=\"queue_full\"", static_cast<double>(shared.callbacks_skipped.load()));
     sample(out, "vllm_router_callbacks_skipped_total", "reason=\"timeout\"", static_cast<double>(shared.callback_timeouts.load()));
     sample(out, "vllm_router_callbacks_skipped_total", "reason=\"invalid_reply\"", static_cast<double>(shared.callback_errors.load()));
+    header(out, "vllm_router_request_body_bytes", "gauge", "Bytes of request bodies the router holds now, by where.");
+    sample(out, "vllm_router_request_body_bytes", "where=\"memory\"", static_cast<double>(shared.bodies.memory.load()));
+    sample(out, "vllm_router_request_body_bytes", "where=\"disk\"", static_cast<double>(shared.bodies.spooled.load()));
+    header(out, "vllm_router_spooled_bodies_total", "counter", "Request bodies spooled to a temporary file.");
+    sample(out, "vllm_router_spooled_bodies_total", "", static_cast<double>(shared.bodies.spool_files.load()));
+    header(out, "vllm_router_refused_bodies_total", "counter", "Request bodies that fit neither the memory budget nor the spool folder (503).");
+    sample(out, "vllm_router_refused_bodies_total", "", static_cast<double>(shared.bodies.refused.load()));
     header(out, "vllm_router_active_requests", "gauge", "Requests being proxied now.");
     sample(out, "vllm_router_active_requests", "", shared.active.load());
     header(out, "vllm_router_client_connections", "gauge", "Open client connections.");

@@ -311,6 +311,10 @@ RouterStats Router::stats() const {
     out.upstream_errors = s.upstream_errors.load();
     out.active = s.active.load();
     out.connections = s.connections.load();
+    out.body_memory = s.bodies.memory.load();
+    out.body_spooled = s.bodies.spooled.load();
+    out.spooled_bodies = s.bodies.spool_files.load();
+    out.refused_bodies = s.bodies.refused.load();
     return out;
 }
 

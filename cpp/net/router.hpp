@@ -36,6 +36,10 @@ struct RouterStats {
     std::uint64_t upstream_errors = 0; // failed attempts: connect, timeout, 502/503/504, broken stream
     int active = 0;                    // requests being proxied now
     int connections = 0;               // open client connections
+    std::int64_t body_memory = 0;      // bytes of request bodies in memory now
+    std::int64_t body_spooled = 0;     // bytes of request bodies in spool files now
+    std::uint64_t spooled_bodies = 0;  // bodies that went to a spool file, ever
+    std::uint64_t refused_bodies = 0;  // bodies that fit nowhere (503)
 };
 
 class Router {

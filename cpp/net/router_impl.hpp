@@ -25,6 +25,7 @@
 #include "core/stats.hpp"
 #include "core/text.hpp"
 #include "net/bridge.hpp"
+#include "net/request_body.hpp"
 #include "net/router.hpp"
 
 namespace vllm_router {
@@ -151,6 +152,7 @@ struct RouterShared {
     std::atomic<std::uint64_t> callbacks_skipped{0};  // the queue was full
     std::atomic<std::uint64_t> callback_timeouts{0};  // pre_request past callback_timeout
     std::atomic<std::uint64_t> callback_errors{0};    // a reply that could not be sent
+    BodyBudget bodies;   // request bodies held now, in memory and spooled
 
     // To Python: log events, and callback jobs when a handler is installed.
     EventQueue events;

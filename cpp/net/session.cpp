@@ -29,7 +29,8 @@ bool busy_state(Session::State s) {
 }  // namespace
 
 Session::Session(Socket socket, Worker& worker)
-    : worker_(worker), shared_(worker.shared), socket_(std::move(socket)), retry_timer_(worker.ioc) {
+    : worker_(worker), shared_(worker.shared), socket_(std::move(socket)), body_(worker.shared.bodies),
+      retry_timer_(worker.ioc) {
     worker_.sessions.insert(this);
     shared_.connections.fetch_add(1, std::memory_order_relaxed);
     error_code ec;
@@ -123,6 +124,7 @@ void Session::await_request() {
     // The snapshot (and with it the settings) this request will be handled with.
     fleet_ = shared_.fleet.get();
     // Nothing of the last exchange's messages is needed any more: their fields' memory is free.
+    body_.release();
     parser_.reset();
     up_parser_.reset();
     arena_.reset();
@@ -219,20 +221,42 @@ void Session::parse_request() {
         client_deadline_.set(to_duration(settings().client_header_timeout));
     }
     while (buffer_.size() > 0) {
+        // In the body, the parser decodes into the room body_ gives (memory, or a scratch
+        // buffer on its way to the spool file).
+        std::size_t room = 0;
+        if (state_ == State::body) {
+            const auto [at, n] = body_.room();
+            if (!at) return refuse_body();
+            auto& b = parser_->get().body();
+            b.data = at;
+            b.size = n;
+            room = n;
+        }
         error_code ec;
         const std::size_t used = parser_->put(buffer_.data(), ec);
         buffer_.consume(used);
+        std::size_t produced = 0;
+        if (state_ == State::body) {
+            produced = room - parser_->get().body().size;
+            if (!body_.commit(produced)) return refuse_body();
+            if (ec == http::error::need_buffer) ec = {};  // the room is full: the loop gives more
+        }
         if (ec == http::error::need_more) break;
         if (ec) return refuse_parse_error(ec);
         if (state_ == State::head && parser_->is_header_done() && !on_request_header()) return;
         if (parser_->is_done()) return handle_request();
-        if (used == 0) break;
+        if (used == 0 && produced == 0) break;
     }
     if (state_ == State::head && parser_->is_header_done() && !on_request_header()) return;
     if (parser_->is_done()) return handle_request();
     // A body may take long as a whole, but may not stall for longer than this between reads.
     if (state_ == State::body) client_deadline_.set(to_duration(settings().client_body_timeout));
     read_request();
+}
+
+// The body fits neither the memory budget nor the spool folder.
+void Session::refuse_body() {
+    refuse(503, "the router cannot hold this request body now (" + body_.error() + ")", true, 5);
 }
 
 void Session::refuse_parse_error(error_code ec) {
@@ -253,13 +277,14 @@ bool Session::on_request_header() {
     // From the header on, parse everything at hand in one go.
     parser_->eager(true);
     int hosts = 0;
-    std::string_view transfer_encoding;
+    std::string_view transfer_encoding, content_type;
     bool expect_continue = false;
     for (const auto& f : req) {
         switch (f.name()) {
             case http::field::host: ++hosts; break;
             case http::field::transfer_encoding: transfer_encoding = f.value(); break;
             case http::field::expect: expect_continue = iequals_ascii(f.value(), "100-continue"); break;
+            case http::field::content_type: content_type = f.value(); break;
             default: break;
         }
     }
@@ -273,9 +298,11 @@ bool Session::on_request_header() {
         refuse(400, "unsupported Transfer-Encoding (only chunked is accepted)", true);
         return false;
     }
-    if (auto len = parser_->content_length(); len && *len > 0) {
-        // Room for simdjson's padding, so that the body is inspected where it lies.
-        req.body().reserve(*len + simdjson::SIMDJSON_PADDING);
+    const auto length = parser_->content_length();
+    if (!body_.begin(length ? std::optional<std::uint64_t>(*length) : std::nullopt,
+                     !multipart_boundary(content_type), settings())) {
+        refuse_body();
+        return false;
     }
     if (expect_continue && !parser_->is_done() && buffer_.size() == 0) {
         // The client waits for our go before sending the body. Parsing stops until it is out.
@@ -346,12 +373,14 @@ void Session::handle_request() {
     worker_.watch_later(weak_from_this());
 
     std::string user;
-    const auto& body = req.body();
-    if (!body.empty()) {
+    if (body_.size() > 0) {
         if (auto boundary = multipart_boundary(content_type)) {
-            if (auto m = multipart_field(body, *boundary, "model")) model_ = std::move(*m);
+            // A spooled form is searched in its first 64 KiB: clients send "model" before the file.
+            const std::string& form = body_.spooled() ? body_.head() : body_.memory();
+            if (auto m = multipart_field(form, *boundary, "model")) model_ = std::move(*m);
         } else {
-            auto info = inspect_json(body.data(), body.size(), body.capacity());
+            const auto& mem = body_.memory();
+            auto info = body_.spooled() ? body_.scanned() : inspect_json(mem.data(), mem.size(), mem.capacity());
             if (!info.valid) return refuse(400, info.error);
             model_ = std::move(info.model);
             user = std::move(info.user);
@@ -384,7 +413,7 @@ void Session::ask_pre_callback() {
     // request go on without it.
     set_state(State::deciding);
     auto job = make_job(CallbackJob::Kind::pre);
-    job->body = parser_->get().body();
+    job->body = body_.copy();
     job->session = weak_from_this();
     job->gate = worker_.gate;
     if (!shared_.callbacks.push(job)) {

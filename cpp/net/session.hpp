@@ -82,6 +82,7 @@ private:
     void parse_request();
     bool on_request_header();
     void refuse_parse_error(error_code ec);
+    void refuse_body();
     void on_continue_sent(error_code ec, std::size_t);
     void handle_request();
     void ask_pre_callback();
@@ -109,6 +110,7 @@ private:
     void on_resolve(error_code ec, tcp::resolver::results_type results);
     void on_connect(error_code ec);
     void do_upstream_write();
+    void on_spooled_piece_written(error_code ec, std::size_t);
     void on_upstream_write(error_code ec, std::size_t);
     void new_upstream_parser();
     void upstream_read();
@@ -152,7 +154,9 @@ private:
     // which it must outlive.
     FieldArena arena_;
     using Fields = ArenaAllocator<char>;
-    std::optional<http::request_parser<http::string_body, Fields>> parser_;
+    // The request body is decoded into body_ (memory, or a spool file), not into the parser.
+    std::optional<http::request_parser<http::buffer_body, Fields>> parser_;
+    RequestBody body_;
     std::string client_ip_;
     std::shared_ptr<const Fleet> fleet_;
 
@@ -187,7 +191,7 @@ private:
     std::string up_fields_;
     std::string_view client_authorization_;  // in parser_'s fields; data() null when absent
     std::string up_head_;
-    std::string up_body_;
+    std::uint64_t body_sent_ = 0;   // of a spooled body, in the current attempt
     std::unique_ptr<UpstreamConn> up_;
     std::optional<tcp::resolver> resolver_;
     asio::steady_timer retry_timer_;

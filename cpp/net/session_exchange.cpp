@@ -91,7 +91,6 @@ void Session::begin_exchange() {
     const std::string xff = forwarded_for.value(client_ip_);
     if (!xff.empty()) append_field(up_fields_, "X-Forwarded-For", xff);
     append_field(up_fields_, kRequestIdHeader, request_id_);
-    up_body_ = std::move(req.body());
 
     fleet_ = shared_.fleet.get();  // the freshest health and load, now that the body is in
     try_backend();
@@ -174,10 +173,10 @@ void Session::build_upstream_head(const ServerConfig& server) {
         append_field(up_head_, "Authorization", client_authorization_);
     }
     // A body always has its length (a chunked upload was decoded); so does an empty POST.
-    if (!up_body_.empty() || method_ == http::verb::post || method_ == http::verb::put ||
+    if (body_.size() > 0 || method_ == http::verb::post || method_ == http::verb::put ||
         method_ == http::verb::patch) {
         up_head_ += "Content-Length: "sv;
-        up_head_ += std::to_string(up_body_.size());
+        up_head_ += std::to_string(body_.size());
         up_head_ += kCrlf;
     }
     up_head_ += kCrlf;
@@ -238,8 +237,38 @@ void Session::on_connect(error_code ec) {
 void Session::do_upstream_write() {
     upstream_deadline_.set(to_duration(settings().request_timeout));
     up_parser_.reset();
-    const std::array<asio::const_buffer, 2> request{asio::buffer(up_head_), asio::buffer(up_body_)};
-    asio::async_write(up_->socket, request, beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
+    if (!body_.spooled()) {
+        const std::array<asio::const_buffer, 2> request{asio::buffer(up_head_), asio::buffer(body_.memory())};
+        return asio::async_write(up_->socket, request,
+                                 beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
+    }
+    // A spooled body goes out piece by piece from its file, each attempt from the start.
+    body_sent_ = 0;
+    asio::async_write(up_->socket, asio::buffer(up_head_),
+                      beast::bind_front_handler(&Session::on_spooled_piece_written, shared_from_this()));
+}
+
+void Session::on_spooled_piece_written(error_code ec, std::size_t) {
+    ec = upstream_ec(ec);
+    if (state_ != State::exchanging) return;
+    if (ec) return upstream_io_failed(ec);
+    if (body_sent_ >= body_.size()) return on_upstream_write({}, 0);
+    const auto [buf, cap] = body_.room();
+    const long n = body_.read_at(body_sent_, buf, cap);
+    if (n <= 0) {
+        // The router's own trouble: no server is to blame, and none would do better.
+        error_code ignored;
+        up_->socket.close(ignored);
+        up_.reset();
+        release_backend(Verdict::neutral);
+        end_exchange(503);
+        return answer(503, openai_error_body(503, "the router could not read back the spooled request body",
+                                             error_type_for_status(503)),
+                      "application/json", 5);
+    }
+    body_sent_ += static_cast<std::uint64_t>(n);
+    asio::async_write(up_->socket, asio::buffer(buf, static_cast<std::size_t>(n)),
+                      beast::bind_front_handler(&Session::on_spooled_piece_written, shared_from_this()));
 }
 
 void Session::on_upstream_write(error_code ec, std::size_t) {
@@ -450,15 +479,14 @@ void Session::end_exchange(int status, bool ok, std::string_view error) {
         auto job = make_job(CallbackJob::Kind::post);
         job->status = status;
         job->response = std::move(capture_);
-        job->body = std::move(up_body_);
+        job->body = body_.copy();
         if (!shared_.callbacks.push(std::move(job))) shared_.callbacks_skipped.fetch_add(1, std::memory_order_relaxed);
     }
     capture_.clear();
     capture_on_ = false;
     is_sse_ = false;
     upstream_deadline_.clear();
-    up_body_.clear();
-    if (up_body_.capacity() > 16 * 1024) up_body_.shrink_to_fit();  // a 20 MiB prompt must not stay with an idle connection
+    body_.release();  // a 20 MiB prompt must not stay with an idle connection
     member_ = nullptr;
 }
 

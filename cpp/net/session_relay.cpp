@@ -65,8 +65,7 @@ void Session::relay_write(std::size_t filled) {
     if (!head_sent_ && !capture_on_) {
         // The first byte goes out: no retry can happen any more, so the prompt need not live
         // as long as the stream.
-        up_body_.clear();
-        up_body_.shrink_to_fit();
+        body_.release();
     }
     // The piece is framed in place (the buffer has room on both sides of the body), so that
     // the write is [header, the first time] + one contiguous piece.
