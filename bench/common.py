@@ -304,13 +304,14 @@ def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen, timeout: flo
 def start_router(children: Children, workdir: Path, *, threads: int, backends: Sequence[str] = (),
                  models: Sequence[str] = (), config: Path | None = None, routing: str | None = None,
                  cpus: str | None = None, name: str = "router",
-                 extra: Sequence[str] = ()) -> tuple[subprocess.Popen, int]:
+                 extra: Sequence[str] = (), command: Sequence[str] | None = None) -> tuple[subprocess.Popen, int]:
     """`vllm-router run` as its own process on 127.0.0.1 and a port it picks; returns (proc, port).
+    `command`: another build's vllm-router (a baseline), instead of this checkout's.
 
     Logs go to a folder in `workdir` at WARNING (nginx runs with access_log off: same footing)."""
     log_dir = workdir / f"{name}-logs"
     log_dir.mkdir(exist_ok=True)
-    argv = [*ROUTER_CMD, "run", "--host", "127.0.0.1", "--port", "0", "--threads", str(threads),
+    argv = [*(command or ROUTER_CMD), "run", "--host", "127.0.0.1", "--port", "0", "--threads", str(threads),
             "--log-dir", str(log_dir), "--log-level", "WARNING"]
     if config is not None:
         argv += ["--config", str(config)]

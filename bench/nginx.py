@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,8 +44,11 @@ def _nginx_quote(text: str) -> str:
 
 
 def _common(prefix: Path, workers: int) -> str:
+    # Run as root, the workers would drop to `nobody`, which cannot write the body buffers into
+    # the benchmark's private temporary folder: they stay with the user that started them.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""daemon off;
-master_process on;
+{user}master_process on;
 worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -59,6 +63,7 @@ events {{
 def _http_common(prefix: Path) -> str:
     # Temp paths inside the prefix: the default ones (/var/lib/nginx) may not be writable.
     return f"""    access_log off;
+    client_max_body_size 0;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
     client_body_temp_path {prefix}/client_body;

@@ -272,6 +272,32 @@ def soak_bar(sk: dict[str, Any] | None) -> tuple[str, bool | None]:
     return text, ok
 
 
+def uploads_bar(up: dict[str, Any] | None) -> tuple[str, bool | None]:
+    if not up:
+        return "uploads part did not run", None
+    row = next((r for r in up["rows"] if r["target"] == "router" and r["round"] == "uploads"), None)
+    if row is None:
+        return "no router row", None
+    ok = row["rss_peak_mb"] < 250 and row["ok"] == row["clients"] and row["clients"] >= 20 and row["body_mib"] >= 60
+    return (f"{row['clients']} × {row['body_mib']:.0f} MiB: {row['ok']}/{row['clients']} answered, router RSS "
+            f"peak {row['rss_peak_mb']:.1f} MB"), ok
+
+
+def render_uploads(w: Any, up: dict[str, Any]) -> None:
+    w("## 4. Large uploads\n")
+    p = up["params"]
+    w(f"`bench/uploads.py`: {p['clients']} clients POST a {p['body_mib']:.0f} MiB JSON body each at the same "
+      f"time; then {p['stalled_clients']} clients send {p['stalled_body_mib'] * 3 / 4:.0f} of "
+      f"{p['stalled_body_mib']:.0f} MiB and wait {p['stall_s']:.0f} s before finishing. Through the router "
+      "(one thread, default settings: bodies over 1 MiB are spooled to a temporary file) and through "
+      "nginx `proxy_pass` (one worker, which also buffers large bodies to disk), to an nginx backend that "
+      "discards them. Resident memory of the proxy sampled every 20 ms; the peak of each round.\n")
+    rows = [[r["target"], r["round"], f"{r['ok']}/{r['clients']}", f"{r['seconds']:.1f}",
+             f"{r['rss_before_mb']:.1f} → {r['rss_peak_mb']:.1f}"] for r in up["rows"]]
+    w(table(["proxy", "round", "answered 200", "seconds", "RSS MB (before → peak)"], rows, "llrrr"))
+    w("")
+
+
 def routing_bar(rt: dict[str, Any] | None) -> tuple[str, bool | None]:
     if not rt:
         return "routing part did not run", None
@@ -292,7 +318,7 @@ def render(results: dict[str, Any], page: Path, img_dir: Path) -> None:
     img_dir.mkdir(parents=True, exist_ok=True)
     page.parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(img_dir, page.parent)
-    tp, st, sk, rt = (part(results, n) for n in ("throughput", "streams", "soak", "routing"))
+    tp, st, sk, up, rt = (part(results, n) for n in ("throughput", "streams", "soak", "uploads", "routing"))
     m = results["machine"]
     out: list[str] = []
     w = out.append
@@ -314,6 +340,7 @@ def render(results: dict[str, Any], page: Path, img_dir: Path) -> None:
         ("Added latency over a direct call at low concurrency: p50 ≤ 100 µs, p99 ≤ 1 ms", latency_bar(tp)),
         ("10,000 concurrent SSE streams with router RSS ≤ 200 MB", streams_bar(st)),
         ("RSS flat over 1,000,000 requests (end − start ≤ max(5 MB, 5 %))", soak_bar(sk)),
+        ("20 concurrent 60 MiB uploads with router RSS < 250 MB", uploads_bar(up)),
         ("Least-load p99 latency at 80 % load ≤ 0.7 × round-robin's", routing_bar(rt)),
     ]
     w(table(["bar", "measured", "verdict"], [[b, t, verdict(ok)] for b, (t, ok) in bars], "lll"))
@@ -353,6 +380,7 @@ def render(results: dict[str, Any], page: Path, img_dir: Path) -> None:
       ".venv/bin/python bench/throughput.py         # one part; each takes --quick\n"
       ".venv/bin/python bench/streams.py\n"
       ".venv/bin/python bench/soak.py\n"
+      ".venv/bin/python bench/uploads.py\n"
       ".venv/bin/python bench/routing.py\n"
       ".venv/bin/python bench/run_all.py --render-only   # rewrite this page from bench/out/results.json\n"
       "```\n")
@@ -379,10 +407,14 @@ def render(results: dict[str, Any], page: Path, img_dir: Path) -> None:
         render_soak(w, sk, rel, img_dir)
     else:
         w("## 3. Soak\n\nDid not run: " + failure(results, "soak") + "\n")
+    if up:
+        render_uploads(w, up)
+    else:
+        w("## 4. Large uploads\n\nDid not run: " + failure(results, "uploads") + "\n")
     if rt:
         render_routing(w, rt, rel, img_dir)
     else:
-        w("## 4. Routing quality\n\nDid not run: " + failure(results, "routing") + "\n")
+        w("## 5. Routing quality\n\nDid not run: " + failure(results, "routing") + "\n")
 
     w("## Crashes\n")
     if crashes:
@@ -484,6 +516,20 @@ def render_throughput(w: Any, tp: dict[str, Any], rel: str, img_dir: Path) -> No
     w("**Ratios** (router ÷ nginx, same setup and concurrency)\n")
     w(table(["setup", "c", "throughput", "CPU per request"], ratio_rows, "lrrr"))
     w("")
+    base_rows = []
+    for setup in ("pinned", "one core", "unpinned"):
+        for c in p["concurrencies"]:
+            b, r = get.get((setup, "baseline", c)), get.get((setup, "router", c))
+            if b and r and b["proxy_cpu_us_per_req"] and r["proxy_cpu_us_per_req"]:
+                base_rows.append([setup, str(c), fnum(b["proxy_cpu_us_per_req"], 1), fnum(r["proxy_cpu_us_per_req"], 1),
+                                  f"{r['proxy_cpu_us_per_req'] / b['proxy_cpu_us_per_req']:.2f}×",
+                                  f"{r['rps'] / b['rps']:.2f}"])
+    if base_rows:
+        w(f"**Against the baseline build** (`BENCH_BASELINE={p.get('baseline', '?')}`), measured as a fourth "
+          "target interleaved with the others: this build's CPU per request ÷ the baseline's\n")
+        w(table(["setup", "c", "baseline µs/req", "this build µs/req", "CPU per request", "throughput"],
+                base_rows, "lrrrrr"))
+        w("")
     added = []
     for setup in ("pinned", "one core"):
         a = added_latency(tp, setup)
@@ -622,7 +668,7 @@ def render_soak(w: Any, sk: dict[str, Any], rel: str, img_dir: Path) -> None:
 
 def render_routing(w: Any, rt: dict[str, Any], rel: str, img_dir: Path) -> None:
     p = rt["params"]
-    w("## 4. Routing quality\n")
+    w("## 5. Routing quality\n")
     w(f"The demo's heterogeneous fleet (`src/vllm_router/demo.py`): three simulated engines (one "
       f"process) behind the router, whose servers.toml gives each `max_concurrent_requests` = its "
       f"`max_seqs`. Every request streams "

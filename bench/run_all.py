@@ -22,7 +22,7 @@ from typing import Any
 
 from common import OUT, REPO, core_module_stamp, install_sigterm, log, machine_info, raise_nofile, save_json
 
-PARTS = ("throughput", "streams", "soak", "routing")
+PARTS = ("throughput", "streams", "soak", "uploads", "routing")
 
 
 def load_average() -> str:
@@ -73,6 +73,10 @@ def main() -> None:
             "parts": dict(previous.get("parts", {})),
             "module_stamp_start": core_module_stamp(),
         }
+        if os.environ.get("BENCH_BASELINE"):
+            # Another build's vllm-router, measured beside this one in the throughput part.
+            import throughput
+            throughput.use_baseline(os.environ["BENCH_BASELINE"])
         t0 = time.monotonic()
         for name in args.only or PARTS:
             log(f"=== {name}")

@@ -17,7 +17,11 @@ Each point runs `--repeat` times, targets interleaved, after a 1 s warm-up; the 
 highest throughput is kept (the same rule for every target). The proxy's CPU time over the run
 gives its CPU cost per request.
 
-    python bench/throughput.py [--quick] [--duration S] [--repeat N]
+With `--baseline PATH` (another build's vllm-router executable, e.g. the previous commit's
+built in a worktree), that router is a fourth target, measured interleaved with the others on
+the same footing: the change's cost in CPU per request, in one run.
+
+    python bench/throughput.py [--quick] [--duration S] [--repeat N] [--baseline PATH]
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from common import (CORES, Children, CpuSampler, children_of, core_module_stamp,
 from nginx import MODEL, backend_conf, proxy_conf, start_nginx
 
 PATH = "/v1/chat/completions"
-TARGETS = ("direct", "nginx", "router")
+TARGETS = ["direct", "nginx", "router"]
+BASELINE: list[str] = []  # the baseline router's command, when one is measured
 
 
 class Stack:
@@ -62,6 +67,12 @@ class Stack:
         self.backend_pids = self.pids["direct"]
         self.router = None
         self.start_router()
+        if BASELINE:
+            baseline, port = start_router(children, tmp, threads=workers, backends=[f"http://127.0.0.1:{bport}"],
+                                          models=[MODEL], cpus=proxy_cpus, name=f"{tag}-baseline", command=BASELINE)
+            wait_healthy(port, 1)
+            self.ports["baseline"] = port
+            self.pids["baseline"] = [baseline.pid]
 
     def start_router(self) -> None:
         n = len(self.crashes)
@@ -139,6 +150,12 @@ def measure_retrying(stack: Stack, target: str, connections: int, duration: floa
     if not r:
         raise RuntimeError(f"no run of {target} at c={connections} completed")
     return r
+
+
+def use_baseline(command: str) -> None:
+    """Measure `command` (another build's vllm-router) as a fourth target."""
+    BASELINE.append(command)
+    TARGETS.append("baseline")
 
 
 def sweep(stack: Stack, concurrencies: list[int], duration: float, repeat: int, wrk_cpus: str | None,
@@ -275,7 +292,7 @@ def run(quick: bool = False, duration: float | None = None, repeat: int | None =
         row.pop("raw", None)
     return {
         "params": {"duration_s": duration, "repeat": repeat, "concurrencies": concurrencies, "cores": CORES,
-                   "path": PATH, "body": "bench/chat.lua"},
+                   "path": PATH, "body": "bench/chat.lua", "baseline": " ".join(BASELINE) or None},
         "rows": rows,
         "router_crashes": crashes,
         "syscalls": profile,
@@ -288,8 +305,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--duration", type=float, help="seconds per measured wrk run")
     parser.add_argument("--repeat", type=int, help="runs per point (best kept)")
+    parser.add_argument("--baseline", help="another build's vllm-router, measured as a fourth target")
     args = parser.parse_args()
     install_sigterm()
+    if args.baseline:
+        use_baseline(args.baseline)
     data = run(args.quick, args.duration, args.repeat)
     path = save_json("throughput-quick" if args.quick else "throughput", data)
     log(f"wrote {path}")

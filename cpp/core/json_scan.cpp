@@ -1,5 +1,7 @@
 #include "core/json_scan.hpp"
 
+#include <cstring>
+
 namespace vllm_router {
 namespace {
 
@@ -199,7 +201,19 @@ void JsonScanner::feed(std::string_view piece) {
                 break;
             case At::skipped:
                 if (in_string_) {
-                    if (!string_byte(c, nullptr, closed)) return;
+                    if (!escape_ && unicode_left_ == 0) {
+                        // Fast over the body of a long string (a prompt of megabytes): only a
+                        // quote or a backslash needs the slow path (memchr is vectorised).
+                        const char* from = piece.data() + i;
+                        const std::size_t left = piece.size() - i;
+                        const void* quote = std::memchr(from, '"', left);
+                        const std::size_t until = quote ? static_cast<std::size_t>(static_cast<const char*>(quote) - from) : left;
+                        const void* slash = std::memchr(from, '\\', until);
+                        const std::size_t stop = slash ? static_cast<std::size_t>(static_cast<const char*>(slash) - from) : until;
+                        if (stop == left) return;
+                        i += stop;
+                    }
+                    if (!string_byte(piece[i], nullptr, closed)) return;
                     if (closed) {
                         in_string_ = false;
                         if (depth_ == 0) at_ = At::comma_or_end;

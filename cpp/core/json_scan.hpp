@@ -6,7 +6,8 @@
 // the answer: the top level must be one object and nothing but whitespace may follow it;
 // "model" must be a string or null, "stream" a boolean or null; "user" is kept when it is a
 // string; every other value is skipped by structure only (strings, brackets and braces
-// balanced; numbers and literals within them are left to the engine); keys are compared
+// balanced; numbers, literals and control characters within them are left to the engine,
+// where inspect_json refuses a control character anywhere); keys are compared
 // after unescaping and the last occurrence wins. Kept strings are capped at kMaxValue bytes:
 // a longer "model" cannot name a served model and is reported as invalid.
 #pragma once
