@@ -120,6 +120,7 @@ demo: build
 	$(BIN)/vllm-router demo
 
 # Benchmarks (bench/): rewrites docs/benchmarks.md and its plots; under 15 minutes on 2 cores.
+# BENCH_BASELINE=/path/to/other/build/.venv/bin/vllm-router adds that build to the throughput part.
 $(VENV)/.bench-tools: $(BIN)/python
 	$(BIN)/python -m pip install -q matplotlib
 	touch $@

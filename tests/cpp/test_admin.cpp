@@ -1,0 +1,74 @@
+// The router's own endpoints over loopback: what they answer, and that they never reach a backend.
+#include <gtest/gtest.h>
+
+#include <simdjson.h>
+
+#include <string>
+
+#include "loopback.hpp"
+
+namespace vllm_router {
+namespace {
+
+using namespace loopback;
+
+Message fetch(const TestRouter& router, const std::string& request) {
+    Socket c = router.connect();
+    Reader r(c);
+    c.send(request);
+    auto m = r.next();
+    return m ? *m : Message{};
+}
+
+TEST(Admin, EndpointsAnswerFromTheFleetSnapshot) {
+    Backend backend;
+    TestRouter router({backend.url()});
+    simdjson::dom::parser parser;
+
+    const Message health = fetch(router, get("/health"));
+    EXPECT_EQ(health.status(), 200);
+    simdjson::dom::element h = parser.parse(health.body);
+    EXPECT_EQ(std::string_view(h["status"]), "healthy");
+    EXPECT_EQ(int64_t(h["healthy_servers"]), 1);
+    simdjson::dom::array servers = h["servers"];
+    EXPECT_EQ(std::string_view(servers.at(0)["url"]), backend.url());
+    EXPECT_EQ(std::string_view(servers.at(0)["supported_models"].at(0)), "m");
+
+    const Message load = fetch(router, get("/load-stats"));
+    EXPECT_EQ(load.status(), 200);
+    simdjson::dom::element l = parser.parse(load.body);
+    EXPECT_EQ(int64_t(l["summary"]["total_capacity"]), 8);
+    EXPECT_TRUE(l["servers"].at(0)["engine_stats"].get_bool().value());
+
+    const Message models = fetch(router, get("/v1/models"));
+    EXPECT_EQ(models.status(), 200);
+    simdjson::dom::element ms = parser.parse(models.body);
+    EXPECT_EQ(std::string_view(ms["data"].at(0)["id"]), "m");
+    EXPECT_EQ(std::string_view(ms["data"].at(0)["object"]), "model");  // the engine's own entry
+
+    EXPECT_EQ(fetch(router, get("/version")).status(), 200);
+    EXPECT_EQ(fetch(router, get("/")).status(), 200);
+    const Message metrics = fetch(router, get("/metrics"));
+    EXPECT_NE(metrics.header("content-type").find("text/plain"), std::string::npos);
+    EXPECT_NE(metrics.body.find("vllm_router_backend_healthy{backend=\"" + backend.url() + "\"} 1"), std::string::npos);
+
+    // Only GET and HEAD.
+    EXPECT_EQ(fetch(router, post("/health", "{}")).status(), 405);
+    EXPECT_EQ(backend.request_count(), 0u);
+}
+
+TEST(Admin, HealthIs503WhenNoServerIsHealthy) {
+    Backend backend;
+    backend.set_health(500);
+    TestRouter router({backend.url()}, [](Settings& s) {
+        s.health_check_interval = 0.1;
+        s.health_check_consecutive_failures = 1;
+    });
+    EXPECT_TRUE(eventually([&] { return fetch(router, get("/health")).status() == 503; }));
+    const Message answer = fetch(router, post("/v1/chat/completions", R"({"model":"m"})"));
+    EXPECT_EQ(answer.status(), 503);
+    EXPECT_FALSE(answer.header("retry-after").empty());
+}
+
+}  // namespace
+}  // namespace vllm_router
