@@ -5,10 +5,12 @@
 
 namespace vllm_router {
 
+Histogram::Histogram(std::span<const double> bounds) : bounds_(bounds.first(std::min(bounds.size(), kMaxBounds))) {}
+
 void Histogram::observe(double seconds) {
     if (!std::isfinite(seconds) || seconds < 0) return;
-    const auto it = std::lower_bound(bounds.begin(), bounds.end(), seconds);
-    ++counts_[static_cast<std::size_t>(it - bounds.begin())];
+    const auto it = std::lower_bound(bounds_.begin(), bounds_.end(), seconds);
+    ++counts_[static_cast<std::size_t>(it - bounds_.begin())];
     ++count_;
     sum_ += seconds;
 }

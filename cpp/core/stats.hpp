@@ -8,27 +8,43 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 namespace vllm_router {
 
+// Upper bounds (seconds, increasing) of the router's histograms, one set per kind. They reach
+// far: an LLM request can run for many minutes, and a first token can wait behind a long queue.
+namespace buckets {
+inline constexpr double request_duration[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,   2.5, 5,
+                                              10,    20,   30,    60,   120, 180,  300, 600, 1200};
+inline constexpr double time_to_first_token[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+                                                 1,     2.5,   5,    7.5,   10,   20,    40,  80,   160, 640};
+inline constexpr double inter_token_latency[] = {0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+                                                 0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1,    2.5};
+}  // namespace buckets
+
 class Histogram {
 public:
-    // Upper bounds in seconds, shared by every histogram (0.5 ms to 60 s).
-    static constexpr std::array<double, 16> bounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                      0.25,   0.5,   1.0,    2.5,   5.0,  10.0,  30.0,  60.0};
+    static constexpr std::size_t kMaxBounds = 24;
+
+    // `bounds`: one of the sets above (or any increasing set of at most kMaxBounds that outlives
+    // the histogram). Histograms merged together share their set.
+    explicit Histogram(std::span<const double> bounds);
 
     void observe(double seconds);
     void merge(const Histogram& other);
 
-    // counts()[i]: observations <= bounds[i] (not cumulative); counts().back(): above the last.
-    const std::array<std::uint64_t, bounds.size() + 1>& counts() const { return counts_; }
+    std::span<const double> bounds() const { return bounds_; }
+    // counts()[i]: observations <= bounds()[i] (not cumulative); counts().back(): above the last.
+    std::span<const std::uint64_t> counts() const { return {counts_.data(), bounds_.size() + 1}; }
     std::uint64_t count() const { return count_; }
     double sum() const { return sum_; }
 
 private:
-    std::array<std::uint64_t, bounds.size() + 1> counts_{};
+    std::span<const double> bounds_;
+    std::array<std::uint64_t, kMaxBounds + 1> counts_{};
     std::uint64_t count_ = 0;
     double sum_ = 0;
 };

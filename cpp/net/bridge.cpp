@@ -102,7 +102,7 @@ std::string render_access_text(const LogEvent& e) {
 
 void EventQueue::push(LogEvent event) {
     std::lock_guard lock(mutex_);
-    if (events_.size() >= kCapacity) {
+    if (events_.size() >= capacity_) {
         ++dropped_;
         return;
     }

@@ -58,11 +58,13 @@ class EventQueue {
 public:
     static constexpr std::size_t kCapacity = 200000;
 
+    explicit EventQueue(std::size_t capacity = kCapacity) : capacity_(capacity) {}
     void push(LogEvent event);
     std::vector<LogEvent> drain();
     std::uint64_t dropped() const;
 
 private:
+    const std::size_t capacity_;
     mutable std::mutex mutex_;
     std::vector<LogEvent> events_;
     std::uint64_t dropped_ = 0;

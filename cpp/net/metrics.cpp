@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdio>
 
+#include <boost/version.hpp>
+
 #include "core/json_util.hpp"
+#include "core/process_stats.hpp"
 #include "net/router_impl.hpp"
 
 namespace vllm_router {
@@ -53,18 +56,42 @@ std::string backend_label(std::string_view url) {
 void histogram(std::string& out, std::string_view name, const std::string& labels, const Histogram& h) {
     std::uint64_t cumulative = 0;
     const std::string bucket = std::string(name) + "_bucket";
-    for (std::size_t i = 0; i < Histogram::bounds.size(); ++i) {
+    for (std::size_t i = 0; i < h.bounds().size(); ++i) {
         cumulative += h.counts()[i];
-        sample(out, bucket, labels + ",le=\"" + prom_number(Histogram::bounds[i]) + "\"", static_cast<double>(cumulative));
+        sample(out, bucket, labels + ",le=\"" + prom_number(h.bounds()[i]) + "\"", static_cast<double>(cumulative));
     }
     sample(out, bucket, labels + ",le=\"+Inf\"", static_cast<double>(h.count()));
     sample(out, std::string(name) + "_sum", labels, h.sum());
     sample(out, std::string(name) + "_count", labels, static_cast<double>(h.count()));
 }
 
+// The standard process_* series, as Prometheus client libraries name them; figures the system
+// would not give are left out rather than shown as zero.
+void append_process_metrics(std::string& out) {
+    const ProcessStats p = read_process_stats();
+    const struct {
+        std::string_view name, type, help;
+        double value;
+    } series[] = {
+        {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpu_seconds},
+        {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.resident_bytes},
+        {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.virtual_bytes},
+        {"process_open_fds", "gauge", "Number of open file descriptors.", p.open_fds},
+        {"process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds},
+        {"process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.start_time},
+    };
+    for (const auto& s : series) {
+        if (s.value < 0) continue;
+        header(out, s.name, s.type, s.help);
+        sample(out, s.name, "", s.value);
+    }
+}
+
 // Everything the threads recorded, added together per backend.
 struct Merged {
-    Histogram duration, ttft, itl;
+    Histogram duration{buckets::request_duration};
+    Histogram ttft{buckets::time_to_first_token};
+    Histogram itl{buckets::inter_token_latency};
     ModelStatusCounts by_model_status;
 };
 
@@ -168,10 +195,22 @@ std::string render_metrics(const RouterShared& shared) {
     sample(out, "vllm_router_spooled_bodies_total", "", static_cast<double>(shared.bodies.spool_files.load()));
     header(out, "vllm_router_refused_bodies_total", "counter", "Request bodies that fit neither the memory budget nor the spool folder (503).");
     sample(out, "vllm_router_refused_bodies_total", "", static_cast<double>(shared.bodies.refused.load()));
+    header(out, "vllm_router_log_events_dropped_total", "counter",
+           "Log and access events dropped because the queue to Python was full.");
+    sample(out, "vllm_router_log_events_dropped_total", "", static_cast<double>(shared.events.dropped()));
     header(out, "vllm_router_active_requests", "gauge", "Requests being proxied now.");
     sample(out, "vllm_router_active_requests", "", shared.active.load());
     header(out, "vllm_router_client_connections", "gauge", "Open client connections.");
     sample(out, "vllm_router_client_connections", "", shared.connections.load());
+
+    header(out, "vllm_router_build_info", "gauge", "Always 1; the labels say which build answers.");
+    std::string build = "version=\"";
+    append_label_value(build, shared.options.version);
+    build += "\",boost=\"" BOOST_LIB_VERSION "\",compiler=\"";
+    append_label_value(build, __VERSION__);
+    build += '"';
+    sample(out, "vllm_router_build_info", build, 1);
+    append_process_metrics(out);
     return out;
 }
 

@@ -105,9 +105,9 @@ struct StringViewHash {
 struct BackendCounters {
     explicit BackendCounters(double window) : window(window) {}
     StatsWindow window;
-    Histogram duration;
-    Histogram ttft;
-    Histogram itl;
+    Histogram duration{buckets::request_duration};
+    Histogram ttft{buckets::time_to_first_token};
+    Histogram itl{buckets::inter_token_latency};
     ModelStatusCounts by_model_status;  // (model, status) -> count
 };
 
@@ -158,6 +158,7 @@ struct RouterShared {
     EventQueue events;
     CallbackQueue callbacks;
     std::atomic<bool> access_events{true};  // false when nobody logs them (level above INFO)
+    std::atomic<bool> debug_events{false};  // routing decisions and failed checks (level DEBUG)
     std::atomic<bool> pre_callbacks{false};
     std::atomic<bool> post_callbacks{false};
 

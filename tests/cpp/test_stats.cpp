@@ -1,13 +1,18 @@
 // Request statistics: histogram buckets and the sliding window, with a fake clock.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <span>
+
 #include "core/stats.hpp"
 
 namespace vllm_router {
 namespace {
 
+constexpr double kBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25};
+
 TEST(StatsHistogram, BucketsAndSums) {
-    Histogram h;
+    Histogram h(kBounds);
     for (double v : {0.0001, 0.0005, 0.003, 0.2, 100.0}) h.observe(v);
     h.observe(-1);  // ignored
     EXPECT_EQ(h.count(), 5u);
@@ -16,11 +21,25 @@ TEST(StatsHistogram, BucketsAndSums) {
     EXPECT_EQ(h.counts()[3], 1u);   // (2.5 ms, 5 ms]
     EXPECT_EQ(h.counts()[8], 1u);   // (0.1 s, 0.25 s]
     EXPECT_EQ(h.counts().back(), 1u);
-    Histogram other;
+    Histogram other(kBounds);
     other.observe(0.2);
     h.merge(other);
     EXPECT_EQ(h.counts()[8], 2u);
     EXPECT_EQ(h.count(), 6u);
+}
+
+TEST(StatsHistogram, TheRoutersSetsIncreaseAndReachMinutes) {
+    for (std::span<const double> set : {std::span<const double>(buckets::request_duration),
+                                        std::span<const double>(buckets::time_to_first_token),
+                                        std::span<const double>(buckets::inter_token_latency)}) {
+        EXPECT_LE(set.size(), Histogram::kMaxBounds);
+        EXPECT_TRUE(std::is_sorted(set.begin(), set.end()));
+        EXPECT_EQ(std::adjacent_find(set.begin(), set.end()), set.end());
+    }
+    EXPECT_GE(std::span(buckets::request_duration).back(), 600.0);
+    Histogram h(buckets::request_duration);
+    h.observe(400);  // a long generation lands in a bucket, not only in +Inf
+    EXPECT_EQ(h.counts().back(), 0u);
 }
 
 TEST(StatsWindow, CountsOnlyTheWindow) {
