@@ -95,6 +95,8 @@ void bind_router(py::module_& m) {
                 d["kind"] = e.access ? "access" : "event";
                 d["message"] = text(e.message);
                 if (!e.backend.empty() && !e.access) d["backend"] = text(e.backend);
+                if (!e.access && !e.request_id.empty()) d["request_id"] = text(e.request_id);
+                if (!e.access && !e.model.empty()) d["model"] = text(e.model);
                 if (e.access) {
                     // Rendered in C++: Python's pump only hands the lines to the log files.
                     d["_json"] = text(render_access_json(e));
@@ -106,6 +108,7 @@ void bind_router(py::module_& m) {
         }, "Log events since the last call, oldest first (access events and control-plane news).")
         .def("enable_callbacks", &Router::enable_callbacks, py::arg("pre"), py::arg("post"))
         .def("set_access_events", &Router::set_access_events, py::arg("on"))
+        .def("set_debug_events", &Router::set_debug_events, py::arg("on"))
         .def("callback_pop", &Router::callback_pop, py::arg("seconds"), py::call_guard<py::gil_scoped_release>(),
              "The next callback job, or None after `seconds`.")
         .def("stats", [](const Router& r) {

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <string>
+
+#include "core/json_util.hpp"
 
 namespace vllm_router {
 
@@ -53,9 +56,9 @@ const HealthTracker::Check& HealthTracker::newest(std::size_t i) const {
     return ring_[(next_ + ring_.size() - 1 - i) % ring_.size()];
 }
 
-bool HealthTracker::window_trigger() const {
+std::string HealthTracker::window_breach() const {
     const std::size_t n = std::min(judged_, count_);
-    if (n < std::min<std::size_t>(ring_.size(), 3)) return false;
+    if (n < std::min<std::size_t>(ring_.size(), 3)) return {};
     std::size_t successes = 0;
     double response_sum = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -66,8 +69,17 @@ bool HealthTracker::window_trigger() const {
     }
     // The success rate only over a full window: on fewer checks one failure weighs too much
     // (1 of a fresh server's first 4 is 75 %, below the default 80 %).
-    if (n >= ring_.size() && static_cast<double>(successes) / static_cast<double>(n) < min_success_rate_) return true;
-    return successes > 0 && response_sum / static_cast<double>(successes) > max_response_time_;
+    const double rate = static_cast<double>(successes) / static_cast<double>(n);
+    if (n >= ring_.size() && rate < min_success_rate_) {
+        return "health checks succeeded " + json_number(rate, 3) + " of the time over the last " + std::to_string(n) +
+               " (health_check_min_success_rate " + json_number(min_success_rate_, 3) + ")";
+    }
+    const double average = successes > 0 ? response_sum / static_cast<double>(successes) : 0;
+    if (successes > 0 && average > max_response_time_) {
+        return "health checks took " + json_number(average, 3) + " s on average over the last " + std::to_string(n) +
+               " (health_check_max_response_time " + json_number(max_response_time_, 3) + " s)";
+    }
+    return {};
 }
 
 void HealthTracker::on_check(double now, bool ok, double response_seconds) {
@@ -81,8 +93,14 @@ void HealthTracker::on_check(double now, bool ok, double response_seconds) {
     if (!active_enabled_) return;
 
     const bool was_down = active_down_;
-    if (consecutive_failures_ >= consecutive_limit_ || window_trigger()) {
+    std::string breach;
+    if (consecutive_failures_ >= consecutive_limit_) {
         active_down_ = true;
+        down_reason_ = std::to_string(consecutive_failures_) + " health checks failed in a row (health_check_consecutive_failures " +
+                       std::to_string(consecutive_limit_) + ")";
+    } else if (!(breach = window_breach()).empty()) {
+        active_down_ = true;
+        down_reason_ = std::move(breach);
     } else if (ok) {
         active_down_ = false;
     }
@@ -90,6 +108,9 @@ void HealthTracker::on_check(double now, bool ok, double response_seconds) {
 }
 
 void HealthTracker::open_circuit(double now) {
+    circuit_reason_ = circuit_open_ ? "the probe request failed"
+                                    : std::to_string(request_failures_) + " requests failed in a row (failure_threshold " +
+                                          std::to_string(failure_threshold_) + ")";
     circuit_open_ = true;
     half_open_at_ = now + recovery_after_;
     probe_out_ = false;
@@ -133,6 +154,19 @@ HealthState HealthTracker::state(double now) const {
     if (active_down_) return HealthState::unhealthy;
     if (circuit_open_) return now >= half_open_at_ ? HealthState::checking : HealthState::unhealthy;
     return HealthState::healthy;
+}
+
+std::string HealthTracker::reason(double now) const {
+    switch (state(now)) {
+        case HealthState::draining: return "removed from the configuration: finishing the requests in flight";
+        case HealthState::unhealthy:
+            if (active_down_) return down_reason_;
+            return "circuit open: " + circuit_reason_ + "; a probe request in " + json_number(half_open_at_ - now, 1) +
+                   " s (auto_recovery_threshold)";
+        case HealthState::checking: return "circuit half-open after " + circuit_reason_ + ": one probe request decides";
+        case HealthState::healthy: break;
+    }
+    return active_enabled_ ? "health checks pass and the circuit is closed" : "the circuit is closed (active checks off)";
 }
 
 bool HealthTracker::routable(double now) const {

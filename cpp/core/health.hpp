@@ -57,6 +57,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/config.hpp"
@@ -86,6 +87,9 @@ public:
     bool try_acquire_probe(double now);
 
     HealthState state(double now) const;
+    // Why it is in state(now), in a sentence for the log: the limit that was broken, or that
+    // everything passes.
+    std::string reason(double now) const;
     // May a new request be sent here? healthy, or checking with the probe slot free.
     bool routable(double now) const;
 
@@ -120,7 +124,8 @@ private:
     void push(Check check);
     // The i-th newest check (0: the last one); i < count_.
     const Check& newest(std::size_t i) const;
-    bool window_trigger() const;
+    // The window limit the judged checks break, as a sentence; "" when none.
+    std::string window_breach() const;
     bool probe_slot_free(double now) const;
     void open_circuit(double now);
 
@@ -150,6 +155,8 @@ private:
     // Passive breaker.
     int request_failures_ = 0;
     bool circuit_open_ = false;
+    std::string down_reason_;     // why active checks marked it down (the last time they did)
+    std::string circuit_reason_;  // why the circuit opened (the last time it did)
     double half_open_at_ = 0;
     bool probe_out_ = false;
     double probe_at_ = 0;

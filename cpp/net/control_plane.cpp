@@ -129,9 +129,11 @@ void ControlPlane::publish() {
     for (const auto& m : fleet->members) {
         auto before = published_healthy_.find(m.state.get());
         if (before != published_healthy_.end() && before->second != m.healthy) {
+            const ControlServer* c = find(m.state.get());
+            const std::string why = c ? " (" + c->health.reason(now) + ")" : std::string();
             event(m.healthy ? 20 : 30, m.config.url,
-                  m.healthy ? "server " + m.config.url + " is healthy again: it takes traffic"
-                            : "server " + m.config.url + " is " + m.health.state + ": no traffic until it recovers");
+                  m.healthy ? "server " + m.config.url + " is healthy again: it takes traffic" + why
+                            : "server " + m.config.url + " is " + m.health.state + ": no traffic until it recovers" + why);
         }
         healthy_now[m.state.get()] = m.healthy;
     }
@@ -226,8 +228,14 @@ void ControlPlane::health_cycle(std::function<void()> done) {
                          if (ControlServer* c = by_key(key)) {
                              c->checking = false;
                              if (!own_shortage(r, "health check")) {
-                                 c->health.on_check(monotonic_seconds(), !r.error && r.status == 200,
-                                                    r.error ? settings_.health_check_timeout : r.seconds);
+                                 const bool ok = !r.error && r.status == 200;
+                                 c->health.on_check(monotonic_seconds(), ok, r.error ? settings_.health_check_timeout : r.seconds);
+                                 if (!ok && shared_.debug_events.load(std::memory_order_relaxed)) {
+                                     event(10, c->config.url,
+                                           "health check of " + c->config.url + " failed: " +
+                                               (r.error ? r.error.message() : "HTTP " + std::to_string(r.status)) + " (" +
+                                               std::to_string(c->health.consecutive_failures()) + " in a row)");
+                                 }
                              }
                          }
                          finish();

@@ -282,6 +282,7 @@ void Router::enable_callbacks(bool pre, bool post) {
 }
 
 void Router::set_access_events(bool on) { impl_->shared.access_events = on; }
+void Router::set_debug_events(bool on) { impl_->shared.debug_events = on; }
 
 std::shared_ptr<CallbackJob> Router::callback_pop(double seconds) { return impl_->shared.callbacks.pop(seconds); }
 

@@ -75,6 +75,8 @@ public:
     void enable_callbacks(bool pre, bool post);
     // Whether to make one access event per request (off when the log level hides them).
     void set_access_events(bool on);
+    // Whether to make DEBUG events: each request's routing decision, each failed health check.
+    void set_debug_events(bool on);
     std::shared_ptr<CallbackJob> callback_pop(double seconds);
 
     std::uint16_t port() const;

@@ -105,6 +105,7 @@ private:
     std::vector<std::size_t> untried_candidates() const;
     bool can_retry() const;
     void build_upstream_head(const ServerConfig& server);
+    void log_route(const std::vector<std::size_t>& candidates);
     void start_attempt();
     void connect_fresh();
     void on_resolve(error_code ec, tcp::resolver::results_type results);

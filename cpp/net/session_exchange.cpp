@@ -136,6 +136,7 @@ void Session::try_backend() {
     const std::size_t pick = candidates[fleet_->policy ? fleet_->policy->pick(*fleet_, candidates, route)
                                                        : pick_least_load(*fleet_, candidates, route.random)];
     member_ = &fleet_->members[pick];
+    if (shared_.debug_events.load(std::memory_order_relaxed)) log_route(candidates);
     backend_ = member_->state;
     tried_.push_back(backend_.get());
     backend_->in_flight.fetch_add(1, std::memory_order_relaxed);
@@ -152,6 +153,27 @@ void Session::try_backend() {
         if (ec || self->state_ != State::exchanging) return;
         self->start_attempt();
     });
+}
+
+// DEBUG: the routing decision, with every candidate's least-load score (whatever the policy:
+// it is the figure operators compare).
+void Session::log_route(const std::vector<std::size_t>& candidates) {
+    std::string message = "routed to " + member_->config.url + " by " + fleet_->settings.routing_logic + " (attempt " +
+                          std::to_string(attempts_ + 1) + ") among";
+    for (std::size_t i : candidates) {
+        const FleetMember& m = fleet_->members[i];
+        message += ' ';
+        message += m.config.url;
+        message += " load=";
+        message += json_number(load_score(m), 3);
+        message += " in_flight=" + std::to_string(m.state->in_flight.load(std::memory_order_relaxed));
+        message += ';';
+    }
+    message.pop_back();
+    LogEvent e = make_event(10, member_->config.url, std::move(message));
+    e.request_id = request_id_;
+    e.model = model_;
+    shared_.events.push(std::move(e));
 }
 
 void Session::build_upstream_head(const ServerConfig& server) {

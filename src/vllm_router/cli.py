@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vllm_router import __version__
+from vllm_router import __version__, _core
+from vllm_router.cpus import usable_cpus
 from vllm_router.settings import Resolved, effective_dict, resolve, settings_rows, split_list
 
 app = typer.Typer(
@@ -39,6 +39,20 @@ class RoutingLogic(str, enum.Enum):
 
 class ServiceDiscovery(str, enum.Enum):
     static = "static"
+
+
+class LogFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+_DEFAULTS = _core.Settings()
+
+
+def _from_file(key: str, unit: str = "") -> str:
+    """The help's default for a flag that overrides a [config] key (Rich would eat "[default: ...]"
+    written into the help text as markup, so defaults go through show_default)."""
+    return f"the file's {key}, else {getattr(_DEFAULTS, key):g}{unit}"
 
 
 class LogLevel(str, enum.Enum):
@@ -82,51 +96,72 @@ def run(
     host: Annotated[str, typer.Option(envvar="HOST", help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="PORT", min=0, max=65535, help="Port to listen on.")] = 8888,
     console: Annotated[
-        bool, typer.Option("--console", envvar="LOG_TO_CONSOLE", help="Write logs to the terminal too.")
+        bool, typer.Option("--console", envvar="LOG_TO_CONSOLE", show_default="off",
+                           help="Write logs to the terminal (stderr) too.")
     ] = False,
-    log_level: Annotated[LogLevel, typer.Option(envvar="LOG_LEVEL", case_sensitive=False)] = LogLevel.INFO,
-    log_dir: Annotated[Path, typer.Option(envvar="LOG_DIR", help="Folder of the log files.")] = Path("logs"),
-    reload: Annotated[bool, typer.Option("--reload", help="Restart on code change (development).")] = False,
+    log_level: Annotated[LogLevel, typer.Option(
+        envvar="LOG_LEVEL", case_sensitive=False,
+        help="DEBUG adds each request's routing decision and each failed health check.")] = LogLevel.INFO,
+    log_dir: Annotated[str, typer.Option(
+        envvar="LOG_DIR", help='Folder of the log files; "" or "-": no files, logs on stdout (containers).')] = "logs",
+    log_format: Annotated[LogFormat, typer.Option(
+        envvar="LOG_FORMAT", case_sensitive=False,
+        help="Format of the logs on stdout/stderr: readable lines or JSON lines.")] = LogFormat.text,
+    reload: Annotated[bool, typer.Option("--reload", show_default="off",
+                                         help="Restart on code change (development).")] = False,
     service_discovery: Annotated[
         ServiceDiscovery, typer.Option(help="Where the servers come from.")
     ] = ServiceDiscovery.static,
     static_backends: Annotated[
-        Optional[str], typer.Option(help="Comma-separated server URLs; replaces the file's servers.")
+        Optional[str], typer.Option(show_default="the file's servers",
+                                    help="Comma-separated server URLs; replaces the file's servers.")
     ] = None,
     static_models: Annotated[
-        Optional[str], typer.Option(help="Comma-separated models, one per --static-backends URL.")
+        Optional[str], typer.Option(show_default="discovered from each server",
+                                    help="Comma-separated models, one per --static-backends URL.")
     ] = None,
     routing_logic: Annotated[
-        Optional[RoutingLogic], typer.Option(help="How a server is chosen. [default: least-load]")
+        Optional[RoutingLogic], typer.Option(show_default=f"the file's routing_logic, else {_DEFAULTS.routing_logic}",
+                                             help="How a server is chosen.")
     ] = None,
     session_key: Annotated[
-        Optional[str], typer.Option(help="Header whose value pins a session. [default: x-session-id]")
+        Optional[str], typer.Option(show_default=f"the file's session_key, else {_DEFAULTS.session_key}",
+                                    help="Header whose value pins a session.")
     ] = None,
     engine_stats_interval: Annotated[
-        Optional[float], typer.Option(help="Seconds between scrapes of servers' /metrics. [default: 1]")
+        Optional[float], typer.Option(show_default=_from_file("engine_stats_interval", " s"),
+                                      help="Seconds between scrapes of servers' /metrics.")
     ] = None,
     request_stats_window: Annotated[
-        Optional[float], typer.Option(help="Seconds of request statistics kept. [default: 60]")
+        Optional[float], typer.Option(show_default=_from_file("request_stats_window", " s"),
+                                      help="Seconds of request statistics kept.")
     ] = None,
-    log_stats: Annotated[bool, typer.Option("--log-stats", help="Log a stats line periodically.")] = False,
+    log_stats: Annotated[bool, typer.Option("--log-stats", show_default="off",
+                                            help="Log a stats line periodically.")] = False,
     log_stats_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between stats lines.")] = 30.0,
     callbacks: Annotated[
-        Optional[str], typer.Option(help="module.attr of a CustomCallbackHandler instance.")
+        Optional[str], typer.Option(show_default="none", help="module.attr of a CustomCallbackHandler instance.")
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option(min=1, max=256, help="I/O threads. [default: the core count]")
+        Optional[int], typer.Option(min=1, max=256, show_default="the CPUs this process may use: affinity, cgroup quota",
+                                    help="I/O threads.")
     ] = None,
     health_check_interval: Annotated[
-        Optional[float], typer.Option(envvar="HEALTH_CHECK_INTERVAL", help="Seconds between active checks.")
+        Optional[float], typer.Option(envvar="HEALTH_CHECK_INTERVAL", show_default=_from_file("health_check_interval", " s"),
+                                      help="Seconds between active checks.")
     ] = None,
     config_reload_interval: Annotated[
-        Optional[float], typer.Option(envvar="CONFIG_RELOAD_INTERVAL", help="Seconds between looks at the file.")
+        Optional[float], typer.Option(envvar="CONFIG_RELOAD_INTERVAL",
+                                      show_default=_from_file("config_reload_interval", " s"),
+                                      help="Seconds between looks at the file.")
     ] = None,
     request_timeout: Annotated[
-        Optional[float], typer.Option(envvar="REQUEST_TIMEOUT", help="Seconds to the first response byte.")
+        Optional[float], typer.Option(envvar="REQUEST_TIMEOUT", show_default=_from_file("request_timeout", " s"),
+                                      help="Seconds to the first response byte.")
     ] = None,
     print_config: Annotated[
-        bool, typer.Option("--print-config", help="Print the effective configuration as JSON and exit.")
+        bool, typer.Option("--print-config", show_default="off",
+                           help="Print the effective configuration as JSON and exit.")
     ] = False,
 ) -> None:
     """Start the router in the foreground."""
@@ -151,17 +186,19 @@ def run(
         _print_errors(resolved)
         raise typer.Exit(1)
     if print_config:
-        effective_threads = threads or os.cpu_count() or 1
+        effective_threads = threads or usable_cpus()
         out.print_json(json.dumps(effective_dict(resolved.config, host=host, port=port, threads=effective_threads)))
         return
     if reload:
         from vllm_router.reloader import run_with_reloader
 
         raise typer.Exit(run_with_reloader())
-    from vllm_router.logs import EventPump, setup_logging
+    from vllm_router.logs import EventPump, log_dir_from_option, setup_logging
 
+    folder = log_dir_from_option(log_dir)
+    logs_on_stdout = folder is None  # a container's way: no files, records on stdout
     try:
-        setup_logging(log_dir, level=log_level.value, console=console)
+        setup_logging(folder, level=log_level.value, console=console, log_format=log_format.value)
     except ValueError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(1)
@@ -180,18 +217,20 @@ def run(
     # The signal handlers go in before the router starts: a signal in between is not lost.
     with stop_signals() as stop:
         try:
-            router = start_router(resolved.config, host, port, threads or os.cpu_count() or 1)
+            router = start_router(resolved.config, host, port, threads or usable_cpus())
         except RuntimeError as e:
             err.print(f"cannot start: {e}", markup=False)
             raise typer.Exit(1)
         # Access events cost a little per request: none are made when the level hides them.
         router.set_access_events(logging.getLogger("vllm_router.access").isEnabledFor(logging.INFO))
+        router.set_debug_events(logging.getLogger("vllm_router.core").isEnabledFor(logging.DEBUG))
         pump = EventPump(router.drain_events).start()
         n = len(resolved.config.servers)
         logging.getLogger("vllm_router").info(
             "vllm-router %s listening on http://%s:%d with %d server(s)", __version__, host, router.port, n)
-        out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
-                  f"({n} server{'s' if n != 1 else ''})", markup=False)
+        if not logs_on_stdout:  # otherwise the record above says it, in the logs' own format
+            out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
+                      f"({n} server{'s' if n != 1 else ''})", markup=False)
         from vllm_router.reload import ConfigWatcher, install_sighup
 
         runner = None
@@ -207,11 +246,12 @@ def run(
 
         # A terminal gets the live panel (full screen, or inline beside the logs with --console);
         # Docker, k8s and pipes get plain stats lines instead.
-        live = should_show_dashboard()
+        # Logs on stdout take the terminal: no panel over them.
+        live = should_show_dashboard() and not logs_on_stdout
         dashboard = Dashboard(router, inline=console).start() if live else None
         stats = None
         if log_stats or not live:
-            if not live and not console:
+            if not live and not console and not logs_on_stdout:
                 echo_stats_to_stdout()
             stats = StatsLogger(router, log_stats_interval).start()
         try:
@@ -282,13 +322,14 @@ def check_config(
 def demo(
     host: Annotated[str, typer.Option(help="Address the router listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the router.")] = 8888,
-    threads: Annotated[Optional[int], typer.Option(min=1, max=256, help="I/O threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=256, show_default="the CPUs this process may use",
+                                                   help="I/O threads.")] = None,
 ) -> None:
     """Start three simulated vLLM engines and the router in front of them (no GPU needed)."""
     from vllm_router.demo import run_demo
 
     try:
-        code = run_demo(host, port, threads or os.cpu_count() or 1)
+        code = run_demo(host, port, threads or usable_cpus())
     except RuntimeError as e:
         err.print(f"cannot start the demo: {e}", markup=False)
         raise typer.Exit(1)

@@ -1,5 +1,7 @@
 """The router's logs (SPEC §5): three size-rotated files in the log folder, the terminal only
-with --console, and the pump that carries the C++ core's events into them.
+with --console, and the pump that carries the C++ core's events into them. Without a log folder
+(`--log-dir ""` or LOG_DIR=-, as in a container) nothing is written to disk and every record goes
+to stdout, as text or as JSON lines (`--log-format`).
 
 Files, all under the "vllm_router" logger hierarchy (the root logger is left alone):
 
@@ -39,6 +41,8 @@ __all__ = [
     "EventPump",
     "HumanFormatter",
     "JsonFormatter",
+    "LOG_FORMATS",
+    "log_dir_from_option",
     "setup_logging",
 ]
 
@@ -270,31 +274,14 @@ _setup_lock = threading.Lock()
 _holdable: tuple[_HoldableFlush, ...] = ()
 
 
-def setup_logging(
-    log_dir: Path,
-    level: str = "INFO",
-    console: bool = False,
-    max_bytes: int = 50 * 2**20,
-    backups: int = 5,
-    console_stream: TextIO | None = None,
-) -> None:
-    """Sends the "vllm_router" loggers to the three files in `log_dir` (created if missing), and to
-    `console_stream` (default stderr) only when `console` is true. Calling it again replaces the
-    handlers and closes the old ones. Raises ValueError with a sentence when the folder cannot be
-    written, the level is unknown, or the sizes are negative."""
-    global _holdable
-    number = _level_number(level)
-    if max_bytes < 0 or backups < 0:
-        raise ValueError(f"log rotation needs max_bytes >= 0 and backups >= 0, got {max_bytes} and {backups}")
-    folder = Path(log_dir)
+def _open_files(folder: Path, human: logging.Formatter, max_bytes: int, backups: int) -> list[logging.Handler]:
+    """The three rotating files in `folder`, created if missing."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cannot create the log folder {folder}: {e.strerror or e}") from e
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"the log folder {folder} is not writable")
-
-    human = HumanFormatter()
     handlers: list[logging.Handler] = []
     try:
         for name, handler_level, formatter in (
@@ -310,9 +297,54 @@ def setup_logging(
         for opened in handlers:
             opened.close()
         raise ValueError(f"cannot write the log files in {folder}: {e.strerror or e}") from e
-    if console:
-        stream = _Console(console_stream if console_stream is not None else sys.stderr)
-        stream.setFormatter(human)
+    return handlers
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_dir_from_option(value: str | os.PathLike[str] | None) -> Path | None:
+    """The folder `--log-dir` / LOG_DIR names, or None for no log files ("" or "-")."""
+    if value is None:
+        return None
+    text = os.fspath(value).strip()
+    return None if text in ("", "-") else Path(text)
+
+
+def setup_logging(
+    log_dir: Path | None,
+    level: str = "INFO",
+    console: bool = False,
+    max_bytes: int = 50 * 2**20,
+    backups: int = 5,
+    console_stream: TextIO | None = None,
+    log_format: str = "text",
+) -> None:
+    """Sends the "vllm_router" loggers to the three files in `log_dir` (created if missing), and to
+    `console_stream` (default stderr) only when `console` is true. With `log_dir` None there are
+    no files and nothing is written to disk: every record goes to `console_stream` (default
+    stdout), which is how a container is logged (`--log-dir ""`, or LOG_DIR=-).
+
+    `log_format` is that of the stream: "text" (the readable line of vllm-router.log) or "json"
+    (the lines of vllm-router-structured.log). The files keep their own formats.
+
+    Calling it again replaces the handlers and closes the old ones. Raises ValueError with a
+    sentence when the folder cannot be written, the level or format is unknown, or the sizes are
+    negative."""
+    global _holdable
+    number = _level_number(level)
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {log_format!r}: use text or json")
+    if max_bytes < 0 or backups < 0:
+        raise ValueError(f"log rotation needs max_bytes >= 0 and backups >= 0, got {max_bytes} and {backups}")
+    human = HumanFormatter()
+    handlers: list[logging.Handler] = []
+    if log_dir is not None:
+        handlers = _open_files(Path(log_dir), human, max_bytes, backups)
+    if console or log_dir is None:
+        default = sys.stderr if log_dir is not None else sys.stdout
+        stream = _Console(console_stream if console_stream is not None else default)
+        stream.setFormatter(JsonFormatter() if log_format == "json" else human)
         handlers.append(stream)
 
     logger = logging.getLogger(ROOT_LOGGER)

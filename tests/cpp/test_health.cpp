@@ -316,6 +316,36 @@ TEST(HealthTracker, DisablingActiveChecksClearsTheirVerdict) {
     EXPECT_EQ(tracker.state(3), HealthState::healthy);
 }
 
+TEST(HealthTracker, ReasonsNameTheLimitThatWasBroken) {
+    Settings settings;  // 3 failures in a row, window 10, success rate 0.8, 3 s, failure_threshold 2
+    HealthTracker tracker(settings);
+    EXPECT_EQ(tracker.reason(0), "health checks pass and the circuit is closed");
+    for (int i = 0; i < 3; ++i) tracker.on_check(i, false, 5.0);
+    EXPECT_EQ(tracker.reason(3), "3 health checks failed in a row (health_check_consecutive_failures 3)");
+
+    HealthTracker slow(settings);
+    for (int i = 0; i < 3; ++i) slow.on_check(i, true, 4.0);
+    EXPECT_EQ(slow.reason(3), "health checks took 4 s on average over the last 3 (health_check_max_response_time 3 s)");
+
+    HealthTracker flaky(settings);
+    for (int i = 0; i < 10; ++i) flaky.on_check(i, i % 3 != 0, 0.1);  // 6 of 10 good, never 3 bad in a row
+    EXPECT_EQ(flaky.state(10), HealthState::unhealthy);
+    EXPECT_EQ(flaky.reason(10),
+              "health checks succeeded 0.6 of the time over the last 10 (health_check_min_success_rate 0.8)");
+
+    HealthTracker breaker(settings);
+    breaker.on_request_result(100, false);
+    breaker.on_request_result(100, false);
+    EXPECT_EQ(breaker.reason(110), "circuit open: 2 requests failed in a row (failure_threshold 2); a probe request in 50 s "
+                                   "(auto_recovery_threshold)");
+    EXPECT_TRUE(breaker.try_acquire_probe(160));
+    breaker.on_request_result(160, false);
+    EXPECT_EQ(breaker.reason(221), "circuit half-open after the probe request failed: one probe request decides");
+
+    breaker.set_draining(true);
+    EXPECT_EQ(breaker.reason(221), "removed from the configuration: finishing the requests in flight");
+}
+
 TEST(HealthTracker, StateNames) {
     EXPECT_STREQ(to_string(HealthState::healthy), "healthy");
     EXPECT_STREQ(to_string(HealthState::unhealthy), "unhealthy");

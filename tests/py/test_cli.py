@@ -24,7 +24,7 @@ from conftest import FOUR_ERRORS_TOML
 
 ROUTER_ENV_VARS = (
     "CONFIG_PATH", "HOST", "PORT", "LOG_TO_CONSOLE", "LOG_LEVEL", "LOG_DIR",
-    "HEALTH_CHECK_INTERVAL", "CONFIG_RELOAD_INTERVAL", "REQUEST_TIMEOUT",
+    "HEALTH_CHECK_INTERVAL", "CONFIG_RELOAD_INTERVAL", "REQUEST_TIMEOUT", "LOG_FORMAT",
 )
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,6 +116,18 @@ def test_help_everywhere(command: list[str], flag: str, expected: list[str]):
         assert command[0] in line_with(result.output, "Usage:")
     for text in expected:
         assert text in result.output, text
+
+
+def test_run_help_shows_every_default():
+    # Wide enough for one line per option; Rich once ate "[default: ...]" written into help texts.
+    result = subprocess.run([sys.executable, "-m", "vllm_router", "run", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "1000", "TERM": "dumb"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    options = [line for line in result.stdout.splitlines() if re.search(r"^\W*--[a-z]", line)]
+    assert len(options) > 20
+    missing = [line.split()[1] for line in options if "[default:" not in line and "--help" not in line]
+    assert not missing, missing
+    assert "[default: (the file's request_timeout, else 120 s)]" in result.stdout
 
 
 def test_version_matches_the_package_metadata():
