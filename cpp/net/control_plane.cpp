@@ -326,7 +326,9 @@ void ControlPlane::on_scrape(ControlServer& c, const HttpGetResult& r) {
     }
     c.scrape_failures = 0;
     const double now = monotonic_seconds();
-    c.scraped_at = now;
+    // The figures are as old as the request for them: a busy engine answers late, with what it
+    // had when it read its gauges, so the age counts from when the scrape was sent.
+    c.scraped_at = now - std::max(0.0, r.seconds);
     // The counters are cumulative: the rate that matters is the recent one (CounterWindow).
     if (m->has_prefix) c.prefix.add(now, m->prefix_cache_queries, m->prefix_cache_hits);
     // An engine started with --disable-log-stats answers /metrics without any vllm: load
