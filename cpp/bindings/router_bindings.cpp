@@ -109,6 +109,30 @@ void bind_router(py::module_& m) {
         .def("enable_callbacks", &Router::enable_callbacks, py::arg("pre"), py::arg("post"))
         .def("set_access_events", &Router::set_access_events, py::arg("on"))
         .def("set_debug_events", &Router::set_debug_events, py::arg("on"))
+        .def("enable_tracing", [](Router& r, double ratio, const py::dict& resource, const std::string& scope_version) {
+            SpanSource source;
+            for (const auto& [key, value] : resource) {
+                const auto k = py::str(key).cast<std::string>();
+                // bool before int: Python's bool is an int.
+                if (py::isinstance<py::bool_>(value)) source.resource.emplace_back(k, value.cast<bool>());
+                else if (py::isinstance<py::int_>(value)) source.resource.emplace_back(k, value.cast<std::int64_t>());
+                else if (py::isinstance<py::float_>(value)) source.resource.emplace_back(k, value.cast<double>());
+                else source.resource.emplace_back(k, py::str(value).cast<std::string>());
+            }
+            source.scope_version = scope_version;
+            r.enable_tracing(ratio, std::move(source));
+        }, py::arg("ratio"), py::arg("resource"), py::arg("scope_version") = "",
+           "Make a span for each sampled request (ratio for new traces; the parent's decision otherwise).")
+        .def("disable_tracing", &Router::disable_tracing)
+        .def("drain_spans", [](Router& r, std::size_t max) {
+            std::pair<std::string, std::size_t> batch;
+            {
+                py::gil_scoped_release release;
+                batch = r.drain_spans(max);
+            }
+            return py::make_tuple(py::bytes(batch.first), batch.second);
+        }, py::arg("max"), "(ExportTraceServiceRequest bytes, span count) of the oldest spans; (b'', 0) when none.")
+        .def("note_span_export", &Router::note_span_export, py::arg("exported"), py::arg("failed"))
         .def("callback_pop", &Router::callback_pop, py::arg("seconds"), py::call_guard<py::gil_scoped_release>(),
              "The next callback job, or None after `seconds`.")
         .def("stats", [](const Router& r) {

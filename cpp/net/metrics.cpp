@@ -198,6 +198,12 @@ std::string render_metrics(const RouterShared& shared) {
     header(out, "vllm_router_log_events_dropped_total", "counter",
            "Log and access events dropped because the queue to Python was full.");
     sample(out, "vllm_router_log_events_dropped_total", "", static_cast<double>(shared.events.dropped()));
+    header(out, "vllm_router_trace_spans_total", "counter", "Spans of sampled requests, by what became of them.");
+    sample(out, "vllm_router_trace_spans_total", "result=\"exported\"", static_cast<double>(shared.tracing.exported()));
+    sample(out, "vllm_router_trace_spans_total", "result=\"queue_full\"",
+           static_cast<double>(shared.tracing.dropped_queue_full()));
+    sample(out, "vllm_router_trace_spans_total", "result=\"export_failed\"",
+           static_cast<double>(shared.tracing.dropped_export_failed()));
     header(out, "vllm_router_active_requests", "gauge", "Requests being proxied now.");
     sample(out, "vllm_router_active_requests", "", shared.active.load());
     header(out, "vllm_router_client_connections", "gauge", "Open client connections.");

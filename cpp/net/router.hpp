@@ -17,6 +17,7 @@
 #include "core/config.hpp"
 #include "core/fleet.hpp"
 #include "core/stats.hpp"
+#include "core/otlp.hpp"
 #include "net/bridge.hpp"
 
 namespace vllm_router {
@@ -77,6 +78,11 @@ public:
     void set_access_events(bool on);
     // Whether to make DEBUG events: each request's routing decision, each failed health check.
     void set_debug_events(bool on);
+    // Tracing (net/tracing.hpp): spans for sampled requests, drained as OTLP-encoded batches.
+    void enable_tracing(double ratio, SpanSource source);
+    void disable_tracing();
+    std::pair<std::string, std::size_t> drain_spans(std::size_t max);
+    void note_span_export(std::uint64_t exported, std::uint64_t failed);
     std::shared_ptr<CallbackJob> callback_pop(double seconds);
 
     std::uint16_t port() const;

@@ -27,6 +27,7 @@
 #include "net/bridge.hpp"
 #include "net/request_body.hpp"
 #include "net/router.hpp"
+#include "net/tracing.hpp"
 
 namespace vllm_router {
 
@@ -159,6 +160,7 @@ struct RouterShared {
     CallbackQueue callbacks;
     std::atomic<bool> access_events{true};  // false when nobody logs them (level above INFO)
     std::atomic<bool> debug_events{false};  // routing decisions and failed checks (level DEBUG)
+    Tracing tracing;
     std::atomic<bool> pre_callbacks{false};
     std::atomic<bool> post_callbacks{false};
 

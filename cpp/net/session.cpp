@@ -353,6 +353,9 @@ void Session::handle_request() {
     request_id_.assign(request_id);
     if (request_id_.empty() || request_id_.size() > 200 || !is_safe_field_value(request_id_))
         request_id_ = make_request_id(worker_.rng);
+    tracing_ = shared_.tracing.on();
+    traced_ = false;
+    if (tracing_) start_trace();
 
     // Routed (and forwarded) with its dot segments resolved, as the server will read it: no
     // "/v1/../metrics" passes the /v1/ allow-list.
@@ -451,6 +454,7 @@ void Session::on_pre_reply(std::optional<CallbackReply> reply) {
 // ---------------------------------------------------------------- the router's own answers
 
 void Session::log_access(int status, std::string_view error) {
+    if (traced_) record_span(status, error);
     if (!shared_.access_events.load(std::memory_order_relaxed)) return;
     const bool parsed = parser_ && parser_->is_header_done();
     LogEvent e;

@@ -105,6 +105,8 @@ private:
     std::vector<std::size_t> untried_candidates() const;
     bool can_retry() const;
     void build_upstream_head(const ServerConfig& server);
+    void start_trace();
+    void record_span(int status, std::string_view error);
     void log_route(const std::vector<std::size_t>& candidates);
     void start_attempt();
     void connect_fresh();
@@ -169,6 +171,19 @@ private:
     std::string model_;
     std::string session_value_;     // what session affinity hashes
     std::vector<std::pair<std::string, std::string>> reply_headers_;  // a callback's extra headers
+
+    // Tracing (net/tracing.hpp), decided when the request arrives. While tracing is on, the
+    // engine gets the router's traceparent instead of the client's; a sampled request leaves a
+    // span when it is answered.
+    bool tracing_ = false;
+    bool traced_ = false;           // sampled: a span is due
+    TraceId trace_id_{};
+    SpanId span_id_{};
+    SpanId trace_parent_{};         // the client's span, when it sent a valid traceparent
+    bool trace_has_parent_ = false;
+    std::uint8_t trace_flags_ = 0;
+    std::string trace_state_;
+    double request_start_unix_ = 0;
 
     // The current exchange.
     std::string answered_by_;       // url of the backend whose answer the client got

@@ -77,6 +77,7 @@ void Session::begin_exchange() {
                 continue;
             case http::field::unknown:
                 if (iequals_ascii(name, kRequestIdHeader)) continue;
+                if (tracing_ && iequals_ascii(name, "traceparent")) continue;  // ours replaces it
                 if (iequals_ascii(name, "X-Forwarded-For")) {
                     forwarded_for.add(f.value());  // every hop, from every such field
                     continue;
@@ -91,6 +92,7 @@ void Session::begin_exchange() {
     const std::string xff = forwarded_for.value(client_ip_);
     if (!xff.empty()) append_field(up_fields_, "X-Forwarded-For", xff);
     append_field(up_fields_, kRequestIdHeader, request_id_);
+    if (tracing_) append_field(up_fields_, "traceparent", format_traceparent(trace_id_, span_id_, trace_flags_));
 
     fleet_ = shared_.fleet.get();  // the freshest health and load, now that the body is in
     try_backend();

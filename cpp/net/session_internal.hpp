@@ -1,4 +1,4 @@
-// What the session's three files (session.cpp, session_exchange.cpp, session_relay.cpp) share:
+// What the session's files (session.cpp, session_exchange.cpp, session_relay.cpp, session_trace.cpp) share:
 // their limits and the few text helpers they all write messages with. Not for other units.
 #pragma once
 

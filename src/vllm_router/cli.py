@@ -159,6 +159,15 @@ def run(
         Optional[float], typer.Option(envvar="REQUEST_TIMEOUT", show_default=_from_file("request_timeout", " s"),
                                       help="Seconds to the first response byte.")
     ] = None,
+    otlp_traces_endpoint: Annotated[
+        Optional[str], typer.Option(
+            envvar="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", show_default="off",
+            help="OTLP/HTTP receiver of the router's spans (http://collector:4318 gets /v1/traces added).")
+    ] = None,
+    otlp_traces_sample_ratio: Annotated[
+        float, typer.Option(envvar="OTEL_TRACES_SAMPLER_ARG", min=0.0, max=1.0,
+                            help="Share of new traces sampled; a client's traceparent decides for its own.")
+    ] = 1.0,
     print_config: Annotated[
         bool, typer.Option("--print-config", show_default="off",
                            help="Print the effective configuration as JSON and exit.")
@@ -185,6 +194,13 @@ def run(
     if not resolved.ok:
         _print_errors(resolved)
         raise typer.Exit(1)
+    traces_endpoint = None
+    if otlp_traces_endpoint:
+        traces_endpoint = _traces_url(otlp_traces_endpoint)
+        if traces_endpoint is None:
+            err.print(f"--otlp-traces-endpoint must be an http:// or https:// URL, got {otlp_traces_endpoint!r}",
+                      markup=False)
+            raise typer.Exit(1)
     if print_config:
         effective_threads = threads or usable_cpus()
         out.print_json(json.dumps(effective_dict(resolved.config, host=host, port=port, threads=effective_threads)))
@@ -215,11 +231,22 @@ def run(
             raise typer.Exit(1)
 
     # The signal handlers go in before the router starts: a signal in between is not lost.
+    tracer = None
+
+    def prepare(router: object) -> None:
+        nonlocal tracer
+        if traces_endpoint:
+            from vllm_router.tracing import Tracer
+
+            tracer = Tracer(router, traces_endpoint, otlp_traces_sample_ratio).start()
+
     with stop_signals() as stop:
         try:
-            router = start_router(resolved.config, host, port, threads or usable_cpus())
-        except RuntimeError as e:
-            err.print(f"cannot start: {e}", markup=False)
+            router = start_router(resolved.config, host, port, threads or usable_cpus(), prepare)
+        except (RuntimeError, ValueError) as e:
+            if tracer:
+                tracer.stop()
+            err.print(f"cannot start: {e}" if isinstance(e, RuntimeError) else str(e), markup=False)
             raise typer.Exit(1)
         # Access events cost a little per request: none are made when the level hides them.
         router.set_access_events(logging.getLogger("vllm_router.access").isEnabledFor(logging.INFO))
@@ -265,8 +292,20 @@ def run(
                 runner.stop()
             restore_sighup()
             watcher.stop()
+            if tracer:
+                tracer.stop()
             pump.stop()
     raise typer.Exit(code)
+
+
+def _traces_url(value: str) -> str | None:
+    """The OTLP/HTTP traces URL: as given, or with /v1/traces when it names no path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return value.strip() if parts.path not in ("", "/") else value.strip().rstrip("/") + "/v1/traces"
 
 
 @app.command("check-config")

@@ -52,9 +52,13 @@ def wait_for_stop(stop: threading.Event, slice_s: float = 0.2) -> None:
         pass
 
 
-def start_router(config: Any, host: str, port: int, threads: int) -> Any:
-    """Creates and starts a router; returns it (its `.port` is the bound port)."""
+def start_router(config: Any, host: str, port: int, threads: int,
+                 prepare: Callable[[Any], None] | None = None) -> Any:
+    """Creates and starts a router; returns it (its `.port` is the bound port). `prepare(router)`
+    runs before it accepts its first connection (tracing turned on then covers every request)."""
     router = _core.Router(config, host, port, threads, __version__)
+    if prepare is not None:
+        prepare(router)
     router.start()
     return router
 

@@ -1,0 +1,58 @@
+// Spans in OTLP's protobuf encoding: an ExportTraceServiceRequest (opentelemetry-proto,
+// collector/trace/v1) written directly, field by field, so that a span costs the router well
+// under a microsecond instead of a Python object per request. The Python side hands the bytes
+// to the official OTLP/HTTP exporter's transport (src/vllm_router/tracing.py).
+//
+// Messages and field numbers (trace/v1/trace.proto, common/v1/common.proto):
+//   ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+//   ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
+//   Resource { repeated KeyValue attributes = 1; }
+//   ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; }
+//   InstrumentationScope { string name = 1; string version = 2; }
+//   Span { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
+//          string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
+//          fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9; Status status = 15; }
+//   Status { string message = 2; StatusCode code = 3; }   (UNSET 0, OK 1, ERROR 2)
+//   KeyValue { string key = 1; AnyValue value = 2; }
+//   AnyValue { oneof { string string_value = 1; bool bool_value = 2; int64 int_value = 3;
+//                      double double_value = 4; } }
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/trace_context.hpp"
+
+namespace vllm_router {
+
+using AttributeValue = std::variant<std::string, std::int64_t, double, bool>;
+using Attributes = std::vector<std::pair<std::string, AttributeValue>>;
+
+// One finished request's span, as the data plane records it.
+struct SpanRecord {
+    TraceId trace_id{};
+    SpanId span_id{};
+    SpanId parent_id{};
+    bool has_parent = false;   // the client sent a traceparent
+    std::string trace_state;   // the client's tracestate, passed on as is
+    std::string name;          // "POST /v1/chat/completions"
+    std::uint64_t start_ns = 0, end_ns = 0;  // Unix time
+    bool error = false;        // 5xx, or an answer under way broke
+    std::string status_message;
+    Attributes attributes;
+};
+
+// Who sends: the resource (service.name, ...) and the instrumentation scope of every span.
+struct SpanSource {
+    Attributes resource;
+    std::string scope_name = "vllm_router";
+    std::string scope_version;
+};
+
+// One ExportTraceServiceRequest holding `spans` (server spans, SPAN_KIND_SERVER).
+std::string encode_export_request(const SpanSource& source, const std::vector<SpanRecord>& spans);
+
+}  // namespace vllm_router
