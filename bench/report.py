@@ -530,6 +530,25 @@ def render_throughput(w: Any, tp: dict[str, Any], rel: str, img_dir: Path) -> No
         w(table(["setup", "c", "baseline µs/req", "this build µs/req", "CPU per request", "throughput"],
                 base_rows, "lrrrrr"))
         w("")
+    traced_rows = []
+    for c in p["concurrencies"]:
+        t, r = get.get(("pinned", "traced", c)), get.get(("pinned", "router", c))
+        if t and r and t["proxy_cpu_us_per_req"] and r["proxy_cpu_us_per_req"]:
+            traced_rows.append([str(c), fnum(r["proxy_cpu_us_per_req"], 1), fnum(t["proxy_cpu_us_per_req"], 1),
+                                f"{t['proxy_cpu_us_per_req'] / r['proxy_cpu_us_per_req']:.2f}×",
+                                f"{t['rps'] / r['rps']:.2f}"])
+    if traced_rows:
+        spans = tp.get("trace_spans") or {}
+        w("**Tracing on** (pinned; the same build with `--otlp-traces-endpoint` at ratio 1.0, a span per "
+          "request exported over OTLP/HTTP to the backend nginx), measured as one more target interleaved "
+          "with the others: CPU per request with tracing ÷ without
+")
+        w(table(["c", "off µs/req", "on µs/req", "CPU per request", "throughput"], traced_rows, "rrrrr"))
+        w(f"
+Spans over the part: {fnum(spans.get('exported', 0))} exported, "
+          f"{fnum(spans.get('queue_full', 0))} dropped (queue full), "
+          f"{fnum(spans.get('export_failed', 0))} failed to export.
+")
     added = []
     for setup in ("pinned", "one core"):
         a = added_latency(tp, setup)

@@ -21,13 +21,19 @@ With `--baseline PATH` (another build's vllm-router executable, e.g. the previou
 built in a worktree), that router is a fourth target, measured interleaved with the others on
 the same footing: the change's cost in CPU per request, in one run.
 
+In the pinned setup one more target, **traced**, is this build's router with tracing on at
+ratio 1.0 (`--otlp-traces-endpoint` to the backend nginx, which answers the OTLP POSTs with 200):
+what a span per request costs. How many spans it exported and dropped is read from its /metrics.
+
     python bench/throughput.py [--quick] [--duration S] [--repeat N] [--baseline PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import urllib.request
 import shutil
 import signal
 import subprocess
@@ -48,7 +54,7 @@ class Stack:
     """One backend, one nginx proxy and one router, started with a given pinning."""
 
     def __init__(self, children: Children, tmp: Path, *, backend_cpus: str | None, proxy_cpus: str | None,
-                 workers: int, tag: str) -> None:
+                 workers: int, tag: str, traced: bool = False) -> None:
         self.ports: dict[str, int] = {}
         self.pids: dict[str, list[int]] = {}
         bport, pport = free_port(), free_port()
@@ -73,6 +79,24 @@ class Stack:
             wait_healthy(port, 1)
             self.ports["baseline"] = port
             self.pids["baseline"] = [baseline.pid]
+        self.targets = list(TARGETS)
+        if traced:
+            proc, port = start_router(children, tmp, threads=workers, backends=[f"http://127.0.0.1:{bport}"],
+                                      models=[MODEL], cpus=proxy_cpus, name=f"{tag}-traced",
+                                      extra=["--otlp-traces-endpoint", f"http://127.0.0.1:{bport}/v1/traces",
+                                             "--otlp-traces-sample-ratio", "1"])
+            wait_healthy(port, 1)
+            self.ports["traced"] = port
+            self.pids["traced"] = [proc.pid]
+            self.targets.append("traced")
+
+    def spans(self) -> dict[str, float] | None:
+        """The traced router's vllm_router_trace_spans_total, by result."""
+        if "traced" not in self.ports:
+            return None
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.ports['traced']}/metrics", timeout=10).read().decode()
+        return {m.group(1): float(m.group(2))
+                for m in re.finditer(r'^vllm_router_trace_spans_total\{result="(\w+)"\} (\S+)$', text, re.M)}
 
     def start_router(self) -> None:
         n = len(self.crashes)
@@ -162,11 +186,11 @@ def sweep(stack: Stack, concurrencies: list[int], duration: float, repeat: int, 
           label: str, threads: int = 1) -> list[dict[str, Any]]:
     rows = []
     for c in concurrencies:
-        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in TARGETS}
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in stack.targets}
         for _ in range(repeat):
-            for target in TARGETS:
+            for target in stack.targets:
                 runs[target].append(measure_retrying(stack, target, c, duration, wrk_cpus, threads))
-        for target in TARGETS:
+        for target in stack.targets:
             best = max(runs[target], key=lambda r: (r["valid"], r["rps"]))
             best["setup"] = label
             best["all_rps"] = [round(r["rps"]) for r in runs[target]]
@@ -272,11 +296,15 @@ def run(quick: bool = False, duration: float | None = None, repeat: int | None =
     rows: list[dict[str, Any]] = []
     crashes: list[dict[str, Any]] = []
     profile = None
+    spans = None
     with temp_dir("throughput") as tmp, Children() as children:
         if CORES >= 2:
             log("throughput: pinned (proxy alone on its core; wrk and backend on core 0)")
-            stack = Stack(children, tmp, backend_cpus="0", proxy_cpus=last, workers=1, tag="pinned")
+            stack = Stack(children, tmp, backend_cpus="0", proxy_cpus=last, workers=1, tag="pinned", traced=True)
             rows += sweep(stack, concurrencies, duration, repeat, "0", "pinned")
+            time.sleep(2)  # the last batches out
+            spans = stack.spans()
+            log(f"  traced router's spans: {json.dumps(spans)}")
             profile = syscall_profile(stack)
             crashes += stack.crashes
             log("throughput: one core (everything on core 0), c=1")
@@ -296,6 +324,7 @@ def run(quick: bool = False, duration: float | None = None, repeat: int | None =
         "rows": rows,
         "router_crashes": crashes,
         "syscalls": profile,
+        "trace_spans": spans,
         "exits": children.exits,
     }
 

@@ -39,54 +39,100 @@ void varint_field(std::string& out, std::uint32_t field, std::uint64_t v) {
     varint(out, v);
 }
 
-// KeyValue { key = 1; AnyValue value = 2 } as field `field` of the enclosing message.
-void key_value(std::string& out, std::uint32_t field, const std::string& key, const AttributeValue& value) {
-    std::string any;
+std::size_t varint_size(std::uint64_t v) {
+    std::size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        ++n;
+    }
+    return n;
+}
+
+// KeyValue { key = 1; AnyValue value = 2 } as field `field`, `any` being the AnyValue's bytes
+// written by `write_any` (`any_size` of them); sizes computed, nothing buffered.
+template <class WriteAny>
+void key_value(std::string& out, std::uint32_t field, std::string_view key, std::size_t any_size, WriteAny write_any) {
+    const std::size_t kv_size = 1 + varint_size(key.size()) + key.size() + 1 + varint_size(any_size) + any_size;
+    tag(out, field, kLength);
+    varint(out, kv_size);
+    string_field(out, 1, key);
+    tag(out, 2, kLength);
+    varint(out, any_size);
+    write_any(out);
+}
+
+void string_attribute(std::string& out, std::uint32_t field, std::string_view key, std::string_view value) {
+    key_value(out, field, key, 1 + varint_size(value.size()) + value.size(),
+              [&](std::string& o) { string_field(o, 1, value); });
+}
+
+void int_attribute(std::string& out, std::uint32_t field, std::string_view key, std::int64_t value) {
+    const auto v = static_cast<std::uint64_t>(value);  // two's complement, as int64 is
+    key_value(out, field, key, 1 + varint_size(v), [&](std::string& o) { varint_field(o, 3, v); });
+}
+
+void double_attribute(std::string& out, std::uint32_t field, std::string_view key, double value) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    key_value(out, field, key, 9, [&](std::string& o) { fixed64_field(o, 4, bits); });
+}
+
+void bool_attribute(std::string& out, std::uint32_t field, std::string_view key, bool value) {
+    key_value(out, field, key, 2, [&](std::string& o) { varint_field(o, 2, value ? 1 : 0); });
+}
+
+void attribute(std::string& out, std::uint32_t field, const std::string& key, const AttributeValue& value) {
     std::visit(
         [&](const auto& v) {
             using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, std::string>) {
-                string_field(any, 1, v);
-            } else if constexpr (std::is_same_v<T, bool>) {
-                varint_field(any, 2, v ? 1 : 0);
-            } else if constexpr (std::is_same_v<T, std::int64_t>) {
-                varint_field(any, 3, static_cast<std::uint64_t>(v));  // two's complement, as int64 is
-            } else {
-                std::uint64_t bits;
-                std::memcpy(&bits, &v, sizeof bits);
-                fixed64_field(any, 4, bits);
-            }
+            if constexpr (std::is_same_v<T, std::string>) string_attribute(out, field, key, v);
+            else if constexpr (std::is_same_v<T, bool>) bool_attribute(out, field, key, v);
+            else if constexpr (std::is_same_v<T, std::int64_t>) int_attribute(out, field, key, v);
+            else double_attribute(out, field, key, v);
         },
         value);
-    std::string kv;
-    string_field(kv, 1, key);
-    bytes_field(kv, 2, any.data(), any.size());
-    bytes_field(out, field, kv.data(), kv.size());
 }
 
 void span(std::string& out, const SpanRecord& s) {
+    constexpr std::uint32_t kAttr = 9;
     bytes_field(out, 1, s.trace_id.data(), s.trace_id.size());
     bytes_field(out, 2, s.span_id.data(), s.span_id.size());
     if (!s.trace_state.empty()) string_field(out, 3, s.trace_state);
     if (s.has_parent) bytes_field(out, 4, s.parent_id.data(), s.parent_id.size());
-    string_field(out, 5, s.name);
+    tag(out, 5, kLength);
+    varint(out, s.method.size() + 1 + s.path.size());
+    out += s.method;
+    out += ' ';
+    out += s.path;
     varint_field(out, 6, kSpanKindServer);
     fixed64_field(out, 7, s.start_ns);
     fixed64_field(out, 8, s.end_ns);
-    for (const auto& [key, value] : s.attributes) key_value(out, 9, key, value);
-    if (s.error) {
-        std::string status;
-        if (!s.status_message.empty()) string_field(status, 2, s.status_message);
-        varint_field(status, 3, kStatusError);
-        bytes_field(out, 15, status.data(), status.size());
+    string_attribute(out, kAttr, "http.request.method", s.method);
+    string_attribute(out, kAttr, "url.path", s.path);
+    int_attribute(out, kAttr, "http.response.status_code", s.status);
+    string_attribute(out, kAttr, "client.address", s.client);
+    string_attribute(out, kAttr, "vllm_router.request_id", s.request_id);
+    if (!s.model.empty()) string_attribute(out, kAttr, "gen_ai.request.model", s.model);
+    if (!s.backend.empty()) string_attribute(out, kAttr, "vllm_router.backend", s.backend);
+    if (s.retries > 0) int_attribute(out, kAttr, "vllm_router.retries", s.retries);
+    if (s.ttft >= 0) double_attribute(out, kAttr, "vllm_router.ttft_seconds", s.ttft);
+    if (s.tokens >= 0) int_attribute(out, kAttr, "vllm_router.tokens_streamed", s.tokens);
+    if (s.status >= 500 || !s.error.empty()) {
+        const std::string message = !s.error.empty() ? s.error : "HTTP " + std::to_string(s.status);
+        const std::size_t size = 1 + varint_size(message.size()) + message.size() + 2;
+        tag(out, 15, kLength);
+        varint(out, size);
+        string_field(out, 2, message);
+        varint_field(out, 3, kStatusError);
     }
 }
 
 }  // namespace
 
 std::string encode_export_request(const SpanSource& source, const std::vector<SpanRecord>& spans) {
+    // ScopeSpans first (the bulk), then the envelope around it, so that the bulk is copied once.
     std::string scope_spans, scratch;
-    scope_spans.reserve(spans.size() * 400);
+    scope_spans.reserve(spans.size() * 400 + 64);
     {
         std::string scope;
         string_field(scope, 1, source.scope_name);
@@ -98,16 +144,17 @@ std::string encode_export_request(const SpanSource& source, const std::vector<Sp
         span(scratch, s);
         bytes_field(scope_spans, 2, scratch.data(), scratch.size());
     }
-    std::string resource_spans;
-    {
-        std::string resource;
-        for (const auto& [key, value] : source.resource) key_value(resource, 1, key, value);
-        bytes_field(resource_spans, 1, resource.data(), resource.size());
-    }
-    bytes_field(resource_spans, 2, scope_spans.data(), scope_spans.size());
+    std::string resource;
+    for (const auto& [key, value] : source.resource) attribute(resource, 1, key, value);
+    // ResourceSpans { resource = 1; scope_spans = 2 }
+    const std::size_t resource_spans_size = 1 + varint_size(resource.size()) + resource.size() + 1 +
+                                            varint_size(scope_spans.size()) + scope_spans.size();
     std::string out;
-    out.reserve(resource_spans.size() + 8);
-    bytes_field(out, 1, resource_spans.data(), resource_spans.size());
+    out.reserve(resource_spans_size + 16);
+    tag(out, 1, kLength);
+    varint(out, resource_spans_size);
+    bytes_field(out, 1, resource.data(), resource.size());
+    bytes_field(out, 2, scope_spans.data(), scope_spans.size());
     return out;
 }
 

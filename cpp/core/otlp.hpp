@@ -31,18 +31,34 @@ namespace vllm_router {
 using AttributeValue = std::variant<std::string, std::int64_t, double, bool>;
 using Attributes = std::vector<std::pair<std::string, AttributeValue>>;
 
-// One finished request's span, as the data plane records it.
+// One finished request's span, as the data plane records it: plain fields, the attribute keys
+// are written by the encoder (a few allocations per request, not one per attribute). Attribute
+// names follow OpenTelemetry's HTTP and GenAI semantic conventions where one fits; the router's
+// own are under vllm_router.*.
+//   name                       "<method> <path>"
+//   http.request.method        method
+//   url.path                   path
+//   http.response.status_code  status
+//   client.address             client
+//   vllm_router.request_id     request_id
+//   gen_ai.request.model       model (when the request named one)
+//   vllm_router.backend        backend (when a server had it)
+//   vllm_router.retries        retries (when > 0)
+//   vllm_router.ttft_seconds   ttft (streams)
+//   vllm_router.tokens_streamed tokens (streams: events relayed, one token each as vLLM streams)
+// Status ERROR (with `error` or "HTTP <status>" as its message) for 5xx and broken answers.
 struct SpanRecord {
     TraceId trace_id{};
     SpanId span_id{};
     SpanId parent_id{};
     bool has_parent = false;   // the client sent a traceparent
     std::string trace_state;   // the client's tracestate, passed on as is
-    std::string name;          // "POST /v1/chat/completions"
     std::uint64_t start_ns = 0, end_ns = 0;  // Unix time
-    bool error = false;        // 5xx, or an answer under way broke
-    std::string status_message;
-    Attributes attributes;
+    std::string method, path, client, request_id, model, backend, error;
+    int status = 0;
+    int retries = 0;
+    double ttft = -1;          // seconds; < 0: not a stream
+    std::int64_t tokens = -1;  // < 0: not a stream
 };
 
 // Who sends: the resource (service.name, ...) and the instrumentation scope of every span.

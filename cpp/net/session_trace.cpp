@@ -1,7 +1,5 @@
 // The tracing of a session (net/tracing.hpp): the request's trace context when it arrives, and
-// its span when it is answered. Attribute names follow OpenTelemetry's HTTP and GenAI semantic
-// conventions where one fits (http.request.method, url.path, http.response.status_code,
-// client.address, gen_ai.request.model); the router's own are under vllm_router.*.
+// its span when it is answered (its attributes: core/otlp.hpp).
 #include <algorithm>
 
 #include "core/http_policy.hpp"
@@ -57,37 +55,27 @@ void Session::start_trace() {
 
 void Session::record_span(int status, std::string_view error) {
     traced_ = false;  // one span per request, whatever calls come after
-    const bool parsed = parser_ && parser_->is_header_done();
-    const std::string method = parsed ? std::string(parser_->get().method_string()) : std::string("-");
-    const std::string_view path = path_of(client_target_);
     SpanRecord span;
     span.trace_id = trace_id_;
     span.span_id = span_id_;
     span.parent_id = trace_parent_;
     span.has_parent = trace_has_parent_;
     span.trace_state = trace_state_;
-    span.name = method + " " + std::string(path.substr(0, 128));
-    const double now = unix_seconds();
     span.start_ns = static_cast<std::uint64_t>(request_start_unix_ * 1e9);
-    span.end_ns = static_cast<std::uint64_t>(now * 1e9);
-    span.error = status >= 500 || !error.empty();
-    if (span.error) span.status_message = !error.empty() ? std::string(error) : "HTTP " + std::to_string(status);
-
-    Attributes& a = span.attributes;
-    a.reserve(10);
-    a.emplace_back("http.request.method", method);
-    a.emplace_back("url.path", std::string(path));
-    a.emplace_back("http.response.status_code", std::int64_t{status});
-    a.emplace_back("client.address", client_ip_);
-    a.emplace_back("vllm_router.request_id", request_id_);
-    if (!model_.empty()) a.emplace_back("gen_ai.request.model", model_);
-    if (const std::string_view backend = exchange_backend(); !backend.empty())
-        a.emplace_back("vllm_router.backend", std::string(backend));
-    if (attempts_ > 1) a.emplace_back("vllm_router.retries", std::int64_t{attempts_ - 1});
+    span.end_ns = static_cast<std::uint64_t>(unix_seconds() * 1e9);
+    if (parser_ && parser_->is_header_done()) span.method = parser_->get().method_string();
+    else span.method = "-";
+    span.path = path_of(client_target_).substr(0, 1024);
+    span.status = status;
+    span.client = client_ip_;
+    span.request_id = request_id_;
+    span.model = model_;
+    span.backend = exchange_backend();
+    span.error = error;
+    span.retries = attempts_ > 1 ? attempts_ - 1 : 0;
     if (in_exchange_ && first_event_ >= 0) {
-        a.emplace_back("vllm_router.ttft_seconds", first_event_ - exchange_start_);
-        // One event per token as vLLM streams by default.
-        a.emplace_back("vllm_router.tokens_streamed", static_cast<std::int64_t>(itl_count_ + 1));
+        span.ttft = first_event_ - exchange_start_;
+        span.tokens = static_cast<std::int64_t>(itl_count_ + 1);
     }
     shared_.tracing.push(std::move(span));
 }

@@ -29,11 +29,11 @@ std::pair<std::string, std::size_t> Tracing::drain_encoded(std::size_t max) {
     {
         std::lock_guard lock(mutex_);
         if (spans_.empty() || max == 0) return {};
-        if (spans_.size() <= max) {
-            batch.swap(spans_);
-        } else {
-            batch.assign(std::make_move_iterator(spans_.begin()), std::make_move_iterator(spans_.begin() + max));
-            spans_.erase(spans_.begin(), spans_.begin() + max);
+        const std::size_t n = std::min(max, spans_.size());
+        batch.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            batch.push_back(std::move(spans_.front()));
+            spans_.pop_front();
         }
         source = source_;
     }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -42,7 +43,7 @@ private:
     std::atomic<double> ratio_{1.0};
     std::mutex mutex_;
     SpanSource source_;
-    std::vector<SpanRecord> spans_;
+    std::deque<SpanRecord> spans_;  // oldest first: drained from the front
     std::atomic<std::uint64_t> exported_{0}, dropped_full_{0}, dropped_failed_{0};
 };
 
