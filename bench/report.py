@@ -195,6 +195,20 @@ def throughput_bar(tp: dict[str, Any] | None) -> tuple[str, bool | None]:
     return "router/nginx throughput, " + "; ".join(parts), ok if parts else None
 
 
+def tracing_bar(tp: dict[str, Any] | None) -> tuple[str, bool | None]:
+    if not tp:
+        return "throughput part did not run", None
+    rows = {(r["setup"], r["target"], r["connections"]): r for r in tp["rows"]}
+    t, r = rows.get(("pinned", "traced", 64)), rows.get(("pinned", "router", 64))
+    if not (t and r and t["proxy_cpu_us_per_req"] and r["proxy_cpu_us_per_req"]):
+        return "no traced run", None
+    ratio = t["proxy_cpu_us_per_req"] / r["proxy_cpu_us_per_req"]
+    spans = tp.get("trace_spans") or {}
+    dropped = spans.get("queue_full", 0) + spans.get("export_failed", 0)
+    return (f"{ratio:.2f}× ({fnum(t['proxy_cpu_us_per_req'], 1)} vs {fnum(r['proxy_cpu_us_per_req'], 1)} µs/req); "
+            f"spans {fnum(spans.get('exported', 0))} exported, {fnum(dropped)} dropped"), ratio <= 1.10
+
+
 def added_latency(tp: dict[str, Any], setup: str) -> dict[str, float] | None:
     rows = {(r["setup"], r["target"], r["connections"]): r for r in tp["rows"]}
     d, n, r = (rows.get((setup, t, 1)) for t in ("direct", "nginx", "router"))
@@ -338,6 +352,7 @@ def render(results: dict[str, Any], page: Path, img_dir: Path) -> None:
     bars = [
         ("Throughput through the router ≥ nginx `proxy_pass` (same workers, backend, load)", throughput_bar(tp)),
         ("Added latency over a direct call at low concurrency: p50 ≤ 100 µs, p99 ≤ 1 ms", latency_bar(tp)),
+        ("Tracing on at ratio 1.0: CPU per request at c=64 ≤ 1.10 × tracing off", tracing_bar(tp)),
         ("10,000 concurrent SSE streams with router RSS ≤ 200 MB", streams_bar(st)),
         ("RSS flat over 1,000,000 requests (end − start ≤ max(5 MB, 5 %))", soak_bar(sk)),
         ("20 concurrent 60 MiB uploads with router RSS < 250 MB", uploads_bar(up)),
@@ -541,14 +556,11 @@ def render_throughput(w: Any, tp: dict[str, Any], rel: str, img_dir: Path) -> No
         spans = tp.get("trace_spans") or {}
         w("**Tracing on** (pinned; the same build with `--otlp-traces-endpoint` at ratio 1.0, a span per "
           "request exported over OTLP/HTTP to the backend nginx), measured as one more target interleaved "
-          "with the others: CPU per request with tracing ÷ without
-")
+          "with the others: CPU per request with tracing ÷ without\n")
         w(table(["c", "off µs/req", "on µs/req", "CPU per request", "throughput"], traced_rows, "rrrrr"))
-        w(f"
-Spans over the part: {fnum(spans.get('exported', 0))} exported, "
+        w(f"\nSpans over the part: {fnum(spans.get('exported', 0))} exported, "
           f"{fnum(spans.get('queue_full', 0))} dropped (queue full), "
-          f"{fnum(spans.get('export_failed', 0))} failed to export.
-")
+          f"{fnum(spans.get('export_failed', 0))} failed to export.\n")
     added = []
     for setup in ("pinned", "one core"):
         a = added_latency(tp, setup)

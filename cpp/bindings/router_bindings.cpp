@@ -124,14 +124,16 @@ void bind_router(py::module_& m) {
         }, py::arg("ratio"), py::arg("resource"), py::arg("scope_version") = "",
            "Make a span for each sampled request (ratio for new traces; the parent's decision otherwise).")
         .def("disable_tracing", &Router::disable_tracing)
-        .def("drain_spans", [](Router& r, std::size_t max) {
+        .def("drain_spans", [](Router& r, bool partial) {
             std::pair<std::string, std::size_t> batch;
             {
                 py::gil_scoped_release release;
-                batch = r.drain_spans(max);
+                batch = r.drain_spans(partial);
             }
             return py::make_tuple(py::bytes(batch.first), batch.second);
-        }, py::arg("max"), "(ExportTraceServiceRequest bytes, span count) of the oldest spans; (b'', 0) when none.")
+        }, py::arg("partial"),
+           "(ExportTraceServiceRequest bytes, span count) of the oldest full chunk of spans, or with `partial` of "
+           "the chunk being filled when none is full; (b'', 0) when there is none.")
         .def("note_span_export", &Router::note_span_export, py::arg("exported"), py::arg("failed"))
         .def("callback_pop", &Router::callback_pop, py::arg("seconds"), py::call_guard<py::gil_scoped_release>(),
              "The next callback job, or None after `seconds`.")

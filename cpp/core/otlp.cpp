@@ -1,5 +1,6 @@
 #include "core/otlp.hpp"
 
+#include <cstdio>
 #include <cstring>
 #include <type_traits>
 
@@ -93,7 +94,7 @@ void attribute(std::string& out, std::uint32_t field, const std::string& key, co
         value);
 }
 
-void span(std::string& out, const SpanRecord& s) {
+void span_body(std::string& out, const SpanFields& s) {
     constexpr std::uint32_t kAttr = 9;
     bytes_field(out, 1, s.trace_id.data(), s.trace_id.size());
     bytes_field(out, 2, s.span_id.data(), s.span_id.size());
@@ -118,10 +119,11 @@ void span(std::string& out, const SpanRecord& s) {
     if (s.ttft >= 0) double_attribute(out, kAttr, "vllm_router.ttft_seconds", s.ttft);
     if (s.tokens >= 0) int_attribute(out, kAttr, "vllm_router.tokens_streamed", s.tokens);
     if (s.status >= 500 || !s.error.empty()) {
-        const std::string message = !s.error.empty() ? s.error : "HTTP " + std::to_string(s.status);
-        const std::size_t size = 1 + varint_size(message.size()) + message.size() + 2;
+        char code[16];
+        const int n = std::snprintf(code, sizeof code, "HTTP %d", s.status);
+        const std::string_view message = !s.error.empty() ? s.error : std::string_view(code, static_cast<std::size_t>(n));
         tag(out, 15, kLength);
-        varint(out, size);
+        varint(out, 1 + varint_size(message.size()) + message.size() + 2);
         string_field(out, 2, message);
         varint_field(out, 3, kStatusError);
     }
@@ -129,32 +131,35 @@ void span(std::string& out, const SpanRecord& s) {
 
 }  // namespace
 
-std::string encode_export_request(const SpanSource& source, const std::vector<SpanRecord>& spans) {
-    // ScopeSpans first (the bulk), then the envelope around it, so that the bulk is copied once.
-    std::string scope_spans, scratch;
-    scope_spans.reserve(spans.size() * 400 + 64);
-    {
-        std::string scope;
-        string_field(scope, 1, source.scope_name);
-        if (!source.scope_version.empty()) string_field(scope, 2, source.scope_version);
-        bytes_field(scope_spans, 1, scope.data(), scope.size());
-    }
-    for (const SpanRecord& s : spans) {
-        scratch.clear();
-        span(scratch, s);
-        bytes_field(scope_spans, 2, scratch.data(), scratch.size());
-    }
+void append_span(std::string& out, const SpanFields& span) {
+    thread_local std::string body;  // grows once per thread, then reused
+    body.clear();
+    span_body(body, span);
+    tag(out, 2, kLength);
+    varint(out, body.size());
+    out += body;
+}
+
+std::string wrap_spans(const SpanSource& source, std::string_view spans) {
+    std::string scope;
+    string_field(scope, 1, source.scope_name);
+    if (!source.scope_version.empty()) string_field(scope, 2, source.scope_version);
+    // ScopeSpans { scope = 1; spans = 2 (already framed) }
+    const std::size_t scope_spans_size = 1 + varint_size(scope.size()) + scope.size() + spans.size();
     std::string resource;
     for (const auto& [key, value] : source.resource) attribute(resource, 1, key, value);
     // ResourceSpans { resource = 1; scope_spans = 2 }
     const std::size_t resource_spans_size = 1 + varint_size(resource.size()) + resource.size() + 1 +
-                                            varint_size(scope_spans.size()) + scope_spans.size();
+                                            varint_size(scope_spans_size) + scope_spans_size;
     std::string out;
     out.reserve(resource_spans_size + 16);
     tag(out, 1, kLength);
     varint(out, resource_spans_size);
     bytes_field(out, 1, resource.data(), resource.size());
-    bytes_field(out, 2, scope_spans.data(), scope_spans.size());
+    tag(out, 2, kLength);
+    varint(out, scope_spans_size);
+    bytes_field(out, 1, scope.data(), scope.size());
+    out += spans;
     return out;
 }
 

@@ -48,23 +48,39 @@ std::optional<TraceParent> parse_traceparent(std::string_view v) {
     return out;
 }
 
-std::string to_hex(const std::uint8_t* bytes, std::size_t n) {
+namespace {
+
+char* put_hex(char* out, const std::uint8_t* bytes, std::size_t n) {
     static constexpr char digits[] = "0123456789abcdef";
-    std::string out(2 * n, '0');
     for (std::size_t i = 0; i < n; ++i) {
-        out[2 * i] = digits[bytes[i] >> 4];
-        out[2 * i + 1] = digits[bytes[i] & 0xf];
+        *out++ = digits[bytes[i] >> 4];
+        *out++ = digits[bytes[i] & 0xf];
     }
     return out;
 }
 
+}  // namespace
+
+std::string to_hex(const std::uint8_t* bytes, std::size_t n) {
+    std::string out(2 * n, '0');
+    put_hex(out.data(), bytes, n);
+    return out;
+}
+
+void write_traceparent(char* out, const TraceId& trace_id, const SpanId& span_id, std::uint8_t flags) {
+    *out++ = '0';
+    *out++ = '0';
+    *out++ = '-';
+    out = put_hex(out, trace_id.data(), trace_id.size());
+    *out++ = '-';
+    out = put_hex(out, span_id.data(), span_id.size());
+    *out++ = '-';
+    put_hex(out, &flags, 1);
+}
+
 std::string format_traceparent(const TraceId& trace_id, const SpanId& span_id, std::uint8_t flags) {
-    std::string out = "00-";
-    out += to_hex(trace_id.data(), trace_id.size());
-    out += '-';
-    out += to_hex(span_id.data(), span_id.size());
-    out += '-';
-    out += to_hex(&flags, 1);
+    std::string out(kTraceparentSize, '0');
+    write_traceparent(out.data(), trace_id, span_id, flags);
     return out;
 }
 

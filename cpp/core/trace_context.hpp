@@ -30,7 +30,9 @@ struct TraceParent {
 // carry more after a '-'; version ff, upper-case hex and all-zero ids are invalid.
 std::optional<TraceParent> parse_traceparent(std::string_view value);
 
-// "00-<trace id>-<span id>-<flags>".
+// "00-<trace id>-<span id>-<flags>": written into `out` (no allocation), or returned.
+inline constexpr std::size_t kTraceparentSize = 55;
+void write_traceparent(char* out, const TraceId& trace_id, const SpanId& span_id, std::uint8_t flags);
 std::string format_traceparent(const TraceId& trace_id, const SpanId& span_id, std::uint8_t flags);
 
 // The SDK's TraceIdRatioBased decision for a new trace.

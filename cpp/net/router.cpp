@@ -285,7 +285,7 @@ void Router::set_access_events(bool on) { impl_->shared.access_events = on; }
 void Router::set_debug_events(bool on) { impl_->shared.debug_events = on; }
 void Router::enable_tracing(double ratio, SpanSource source) { impl_->shared.tracing.enable(ratio, std::move(source)); }
 void Router::disable_tracing() { impl_->shared.tracing.disable(); }
-std::pair<std::string, std::size_t> Router::drain_spans(std::size_t max) { return impl_->shared.tracing.drain_encoded(max); }
+std::pair<std::string, std::size_t> Router::drain_spans(bool partial) { return impl_->shared.tracing.drain(partial); }
 void Router::note_span_export(std::uint64_t exported, std::uint64_t failed) {
     impl_->shared.tracing.note_export(exported, failed);
 }

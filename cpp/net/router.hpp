@@ -81,7 +81,8 @@ public:
     // Tracing (net/tracing.hpp): spans for sampled requests, drained as OTLP-encoded batches.
     void enable_tracing(double ratio, SpanSource source);
     void disable_tracing();
-    std::pair<std::string, std::size_t> drain_spans(std::size_t max);
+    // The oldest full chunk of spans (with `partial`, the one being filled when none is full).
+    std::pair<std::string, std::size_t> drain_spans(bool partial);
     void note_span_export(std::uint64_t exported, std::uint64_t failed);
     std::shared_ptr<CallbackJob> callback_pop(double seconds);
 

@@ -92,7 +92,11 @@ void Session::begin_exchange() {
     const std::string xff = forwarded_for.value(client_ip_);
     if (!xff.empty()) append_field(up_fields_, "X-Forwarded-For", xff);
     append_field(up_fields_, kRequestIdHeader, request_id_);
-    if (tracing_) append_field(up_fields_, "traceparent", format_traceparent(trace_id_, span_id_, trace_flags_));
+    if (tracing_) {
+        char traceparent[kTraceparentSize];
+        write_traceparent(traceparent, trace_id_, span_id_, trace_flags_);
+        append_field(up_fields_, "traceparent", std::string_view(traceparent, sizeof traceparent));
+    }
 
     fleet_ = shared_.fleet.get();  // the freshest health and load, now that the body is in
     try_backend();

@@ -55,7 +55,7 @@ void Session::start_trace() {
 
 void Session::record_span(int status, std::string_view error) {
     traced_ = false;  // one span per request, whatever calls come after
-    SpanRecord span;
+    SpanFields span;
     span.trace_id = trace_id_;
     span.span_id = span_id_;
     span.parent_id = trace_parent_;
@@ -63,8 +63,7 @@ void Session::record_span(int status, std::string_view error) {
     span.trace_state = trace_state_;
     span.start_ns = static_cast<std::uint64_t>(request_start_unix_ * 1e9);
     span.end_ns = static_cast<std::uint64_t>(unix_seconds() * 1e9);
-    if (parser_ && parser_->is_header_done()) span.method = parser_->get().method_string();
-    else span.method = "-";
+    span.method = parser_ && parser_->is_header_done() ? std::string_view(parser_->get().method_string()) : "-";
     span.path = path_of(client_target_).substr(0, 1024);
     span.status = status;
     span.client = client_ip_;
@@ -77,7 +76,7 @@ void Session::record_span(int status, std::string_view error) {
         span.ttft = first_event_ - exchange_start_;
         span.tokens = static_cast<std::int64_t>(itl_count_ + 1);
     }
-    shared_.tracing.push(std::move(span));
+    shared_.tracing.push(span);
 }
 
 }  // namespace vllm_router

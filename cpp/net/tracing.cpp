@@ -1,7 +1,6 @@
 #include "net/tracing.hpp"
 
 #include <algorithm>
-#include <iterator>
 
 namespace vllm_router {
 
@@ -14,31 +13,44 @@ void Tracing::enable(double ratio, SpanSource source) {
     on_.store(true, std::memory_order_relaxed);
 }
 
-void Tracing::push(SpanRecord span) {
+void Tracing::push(const SpanFields& span) {
+    thread_local std::string encoded;  // encoded outside the lock; grows once per thread
+    encoded.clear();
+    append_span(encoded, span);
     std::lock_guard lock(mutex_);
-    if (spans_.size() >= kCapacity) {
+    if (queued_bytes_ + encoded.size() > kMaxBytes) {
         dropped_full_.fetch_add(1, std::memory_order_relaxed);
         return;
     }
-    spans_.push_back(std::move(span));
+    if (filling_.bytes.capacity() == 0) filling_.bytes.reserve(kChunkBytes + 4096);
+    filling_.bytes += encoded;
+    ++filling_.count;
+    queued_bytes_ += encoded.size();
+    if (filling_.bytes.size() >= kChunkBytes) {
+        full_.push_back(std::move(filling_));
+        filling_ = Chunk{};
+    }
 }
 
-std::pair<std::string, std::size_t> Tracing::drain_encoded(std::size_t max) {
-    std::vector<SpanRecord> batch;
+std::pair<std::string, std::size_t> Tracing::drain(bool partial) {
+    Chunk chunk;
     SpanSource source;
     {
         std::lock_guard lock(mutex_);
-        if (spans_.empty() || max == 0) return {};
-        const std::size_t n = std::min(max, spans_.size());
-        batch.reserve(n);
-        for (std::size_t i = 0; i < n; ++i) {
-            batch.push_back(std::move(spans_.front()));
-            spans_.pop_front();
+        if (!full_.empty()) {
+            chunk = std::move(full_.front());
+            full_.pop_front();
+        } else if (partial && filling_.count > 0) {
+            chunk = std::move(filling_);
+            filling_ = Chunk{};
+        } else {
+            return {};
         }
+        queued_bytes_ -= chunk.bytes.size();
         source = source_;
     }
-    // Encoded outside the lock: the I/O threads keep pushing meanwhile.
-    return {encode_export_request(source, batch), batch.size()};
+    // Wrapped outside the lock: the I/O threads keep pushing meanwhile.
+    return {wrap_spans(source, chunk.bytes), chunk.count};
 }
 
 void Tracing::note_export(std::uint64_t exported, std::uint64_t failed) {

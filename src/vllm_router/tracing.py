@@ -8,8 +8,9 @@ Where the work happens, and why:
   default), sends the engine a `traceparent` naming the router's span as parent, so that vLLM's
   own spans (vLLM's `--otlp-traces-endpoint`) join the trace, and records the span when the
   request is answered: the router's own refusals included, its admin endpoints excluded.
-- Spans are encoded into OTLP protobuf in C++ (cpp/core/otlp.hpp) in batches, with the GIL
-  released: a Python object per span would cost more CPU than proxying the request does.
+- Spans are encoded into OTLP protobuf in C++ (cpp/core/otlp.hpp) as each request ends, and
+  drained here in chunks of 4 MiB with the GIL released: a Python object per span would cost
+  more CPU than proxying the request does.
 - This module uses the official SDK for the resource (`service.name`, `service.version`, and
   whatever `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` add) and the official OTLP/HTTP
   exporter for the transport: endpoint, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, compression, TLS
@@ -36,18 +37,17 @@ log = logging.getLogger("vllm_router.tracing")
 
 
 class Tracer:
-    """Drains the router's spans every `interval_s` (or at once while batches come full) and
-    exports them, `batch` spans per OTLP request."""
+    """Every `interval_s`, exports the router's spans: each full chunk (about 11,000 spans, 4 MiB)
+    as one OTLP request, then the chunk being filled."""
 
     def __init__(self, router: Any, endpoint: str, ratio: float = 1.0, *, interval_s: float = 1.0,
-                 batch: int = 2048, timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"the trace sampling ratio must be between 0 and 1, got {ratio}")
         self.router = router
         self.endpoint = endpoint
         self.ratio = ratio
         self.interval_s = interval_s
-        self.batch = batch
         self.timeout_s = timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,8 +82,8 @@ class Tracer:
         log.info("tracing: spans of %g of new traces (and of every sampled parent) to %s", self.ratio, self.endpoint)
         return self
 
-    def _export_once(self) -> int:
-        data, count = self.router.drain_spans(self.batch)
+    def _export_once(self, partial: bool) -> int:
+        data, count = self.router.drain_spans(partial)
         if not count:
             return 0
         try:
@@ -98,20 +98,23 @@ class Tracer:
         self.router.note_span_export(count if ok else 0, 0 if ok else count)
         return count
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self._export_once() < self.batch:
-                self._stop.wait(self.interval_s)
+    def _flush(self, full_chunks: int = 1000) -> None:
+        """Every full chunk (one export request each), then the one being filled."""
+        for _ in range(full_chunks):
+            if not self._export_once(partial=False):
+                break
+        self._export_once(partial=True)
 
-    def stop(self, flush_batches: int = 10) -> None:
-        """Turns tracing off, exports what is queued (a bounded number of batches), closes the
-        exporter."""
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._flush()
+
+    def stop(self) -> None:
+        """Turns tracing off, exports what is queued, closes the exporter."""
         self.router.disable_tracing()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        for _ in range(flush_batches):
-            if not self._export_once():
-                break
+        self._flush(full_chunks=20)
         if self._exporter is not None:
             self._exporter.shutdown()

@@ -15,6 +15,9 @@ TEST(TraceParent, ParsesAValidHeader) {
     EXPECT_EQ(to_hex(p->parent_id.data(), 8), "00f067aa0ba902b7");
     EXPECT_EQ(p->flags, 1);
     EXPECT_EQ(format_traceparent(p->trace_id, p->parent_id, p->flags), kValid);
+    char written[kTraceparentSize];
+    write_traceparent(written, p->trace_id, p->parent_id, p->flags);
+    EXPECT_EQ(std::string_view(written, sizeof written), kValid);
     EXPECT_TRUE(parse_traceparent(std::string(" ") + kValid + "\t"));
 }
 

@@ -264,7 +264,7 @@ class FakeRouter:
     def disable_tracing(self) -> None:
         self.disabled = True
 
-    def drain_spans(self, max_spans: int):
+    def drain_spans(self, partial: bool):
         return b"", 0
 
     def note_span_export(self, exported: int, failed: int) -> None:
