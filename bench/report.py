@@ -195,17 +195,32 @@ def throughput_bar(tp: dict[str, Any] | None) -> tuple[str, bool | None]:
     return "router/nginx throughput, " + "; ".join(parts), ok if parts else None
 
 
+def paired_cpu_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Median over the repeats of a's CPU per request ÷ b's, run i against run i (measured in the
+    same round of the interleaved targets, so under much the same conditions); the best runs'
+    ratio when the runs are not recorded."""
+    xs, ys = a.get("all_cpu_us_per_req") or [], b.get("all_cpu_us_per_req") or []
+    pairs = [x / y for x, y in zip(xs, ys) if x and y]
+    if pairs:
+        pairs.sort()
+        mid = len(pairs) // 2
+        return pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2
+    if a.get("proxy_cpu_us_per_req") and b.get("proxy_cpu_us_per_req"):
+        return a["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"]
+    return None
+
+
 def tracing_bar(tp: dict[str, Any] | None) -> tuple[str, bool | None]:
     if not tp:
         return "throughput part did not run", None
     rows = {(r["setup"], r["target"], r["connections"]): r for r in tp["rows"]}
     t, r = rows.get(("pinned", "traced", 64)), rows.get(("pinned", "router", 64))
-    if not (t and r and t["proxy_cpu_us_per_req"] and r["proxy_cpu_us_per_req"]):
+    ratio = paired_cpu_ratio(t, r) if t and r else None
+    if ratio is None:
         return "no traced run", None
-    ratio = t["proxy_cpu_us_per_req"] / r["proxy_cpu_us_per_req"]
     spans = tp.get("trace_spans") or {}
     dropped = spans.get("queue_full", 0) + spans.get("export_failed", 0)
-    return (f"{ratio:.2f}× ({fnum(t['proxy_cpu_us_per_req'], 1)} vs {fnum(r['proxy_cpu_us_per_req'], 1)} µs/req); "
+    return (f"{ratio:.2f}× (median of {len(t.get('all_cpu_us_per_req') or [1])} rounds); "
             f"spans {fnum(spans.get('exported', 0))} exported, {fnum(dropped)} dropped"), ratio <= 1.10
 
 
@@ -535,29 +550,36 @@ def render_throughput(w: Any, tp: dict[str, Any], rel: str, img_dir: Path) -> No
     for setup in ("pinned", "one core", "unpinned"):
         for c in p["concurrencies"]:
             b, r = get.get((setup, "baseline", c)), get.get((setup, "router", c))
-            if b and r and b["proxy_cpu_us_per_req"] and r["proxy_cpu_us_per_req"]:
-                base_rows.append([setup, str(c), fnum(b["proxy_cpu_us_per_req"], 1), fnum(r["proxy_cpu_us_per_req"], 1),
-                                  f"{r['proxy_cpu_us_per_req'] / b['proxy_cpu_us_per_req']:.2f}×",
-                                  f"{r['rps'] / b['rps']:.2f}"])
+            ratio = paired_cpu_ratio(r, b) if b and r else None
+            if ratio is not None:
+                base_rows.append([setup, str(c), " / ".join(fnum(x, 1) for x in b.get("all_cpu_us_per_req") or []),
+                                  " / ".join(fnum(x, 1) for x in r.get("all_cpu_us_per_req") or []),
+                                  f"{ratio:.2f}×", f"{r['rps'] / b['rps']:.2f}"])
     if base_rows:
-        w(f"**Against the baseline build** (`BENCH_BASELINE={p.get('baseline', '?')}`), measured as a fourth "
-          "target interleaved with the others: this build's CPU per request ÷ the baseline's\n")
-        w(table(["setup", "c", "baseline µs/req", "this build µs/req", "CPU per request", "throughput"],
+        # The baseline's path is the machine's business: the page names only what it was.
+        w(f"**Against the baseline build** (`BENCH_BASELINE`: another build's vllm-router), measured as a fourth "
+          "target interleaved with the others: this build's CPU per request ÷ the baseline's, median of the "
+          "repeats (each round measures both)\n")
+        w(table(["setup", "c", "baseline µs/req (each repeat)", "this build µs/req (each repeat)", "CPU per request",
+                 "throughput (best)"],
                 base_rows, "lrrrrr"))
         w("")
     traced_rows = []
     for c in p["concurrencies"]:
         t, r = get.get(("pinned", "traced", c)), get.get(("pinned", "router", c))
-        if t and r and t["proxy_cpu_us_per_req"] and r["proxy_cpu_us_per_req"]:
-            traced_rows.append([str(c), fnum(r["proxy_cpu_us_per_req"], 1), fnum(t["proxy_cpu_us_per_req"], 1),
-                                f"{t['proxy_cpu_us_per_req'] / r['proxy_cpu_us_per_req']:.2f}×",
-                                f"{t['rps'] / r['rps']:.2f}"])
+        ratio = paired_cpu_ratio(t, r) if t and r else None
+        if ratio is not None:
+            traced_rows.append([str(c), " / ".join(fnum(x, 1) for x in r.get("all_cpu_us_per_req") or []),
+                                " / ".join(fnum(x, 1) for x in t.get("all_cpu_us_per_req") or []),
+                                f"{ratio:.2f}×", f"{t['rps'] / r['rps']:.2f}"])
     if traced_rows:
         spans = tp.get("trace_spans") or {}
         w("**Tracing on** (pinned; the same build with `--otlp-traces-endpoint` at ratio 1.0, a span per "
           "request exported over OTLP/HTTP to the backend nginx), measured as one more target interleaved "
-          "with the others: CPU per request with tracing ÷ without\n")
-        w(table(["c", "off µs/req", "on µs/req", "CPU per request", "throughput"], traced_rows, "rrrrr"))
+          "with the others. Each round of the repeats measures off and on; *CPU per request* is the median "
+          "of the rounds' on ÷ off\n")
+        w(table(["c", "off µs/req (each repeat)", "on µs/req (each repeat)", "CPU per request", "throughput (best)"],
+                traced_rows, "rrrrr"))
         w(f"\nSpans over the part: {fnum(spans.get('exported', 0))} exported, "
           f"{fnum(spans.get('queue_full', 0))} dropped (queue full), "
           f"{fnum(spans.get('export_failed', 0))} failed to export.\n")

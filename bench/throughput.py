@@ -194,6 +194,9 @@ def sweep(stack: Stack, concurrencies: list[int], duration: float, repeat: int, 
             best = max(runs[target], key=lambda r: (r["valid"], r["rps"]))
             best["setup"] = label
             best["all_rps"] = [round(r["rps"]) for r in runs[target]]
+            # Run i of every target was measured in the same round: ratios of run i to run i are
+            # the fairest comparison on a noisy machine (the report takes their median).
+            best["all_cpu_us_per_req"] = [r["proxy_cpu_us_per_req"] for r in runs[target]]
             rows.append(best)
             log(f"  {label} c={c:<3} {target:<6} {best['rps']:>9.0f} rps  p50 {best['latency_us']['p50']:>6} us  "
                 f"p99 {best['latency_us']['p99']:>6} us  errors {best['errors_total']}"
@@ -288,10 +291,11 @@ def cpu_profile(stack: Stack, target: str, connections: int, seconds: int = 2) -
     return shares or None
 
 
-def run(quick: bool = False, duration: float | None = None, repeat: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, duration: float | None = None, repeat: int | None = None,
+        concurrencies: list[int] | None = None, pinned_only: bool = False) -> dict[str, Any]:
     duration = duration or (2 if quick else 5)
-    repeat = repeat or (1 if quick else 2)
-    concurrencies = [1, 64, 256]
+    repeat = repeat or (1 if quick else 3)
+    concurrencies = concurrencies or [1, 64, 256]
     last = str(CORES - 1)
     rows: list[dict[str, Any]] = []
     crashes: list[dict[str, Any]] = []
@@ -305,17 +309,19 @@ def run(quick: bool = False, duration: float | None = None, repeat: int | None =
             time.sleep(2)  # the last batches out
             spans = stack.spans()
             log(f"  traced router's spans: {json.dumps(spans)}")
-            profile = syscall_profile(stack)
+            profile = None if pinned_only else syscall_profile(stack)
             crashes += stack.crashes
+        if CORES >= 2 and not pinned_only:
             log("throughput: one core (everything on core 0), c=1")
             one = Stack(children, tmp, backend_cpus="0", proxy_cpus="0", workers=1, tag="onecore")
             rows += sweep(one, [1], duration, repeat, "0", "one core")
             crashes += one.crashes
-        log(f"throughput: unpinned, {CORES} workers/threads")
-        free = Stack(children, tmp, backend_cpus=None, proxy_cpus=None, workers=CORES, tag="unpinned")
-        rows += sweep(free, [1, max(concurrencies)] if CORES < 2 else [max(concurrencies)], duration, repeat,
-                      None, "unpinned", threads=min(CORES, 2))
-        crashes += free.crashes
+        if not pinned_only or CORES < 2:
+            log(f"throughput: unpinned, {CORES} workers/threads")
+            free = Stack(children, tmp, backend_cpus=None, proxy_cpus=None, workers=CORES, tag="unpinned")
+            rows += sweep(free, [1, max(concurrencies)] if CORES < 2 else [max(concurrencies)], duration, repeat,
+                          None, "unpinned", threads=min(CORES, 2))
+            crashes += free.crashes
     for row in rows:
         row.pop("raw", None)
     return {
@@ -335,12 +341,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds per measured wrk run")
     parser.add_argument("--repeat", type=int, help="runs per point (best kept)")
     parser.add_argument("--baseline", help="another build's vllm-router, measured as a fourth target")
+    parser.add_argument("--concurrencies", type=int, nargs="+", help="instead of 1 64 256")
+    parser.add_argument("--pinned-only", action="store_true",
+                        help="only the pinned setup, no profile: an A/B of CPU per request with many --repeat")
     args = parser.parse_args()
     install_sigterm()
     if args.baseline:
         use_baseline(args.baseline)
-    data = run(args.quick, args.duration, args.repeat)
-    path = save_json("throughput-quick" if args.quick else "throughput", data)
+    data = run(args.quick, args.duration, args.repeat, args.concurrencies, args.pinned_only)
+    name = "throughput-quick" if args.quick else "throughput-ab" if args.pinned_only else "throughput"
+    path = save_json(name, data)
     log(f"wrote {path}")
 
 
