@@ -15,8 +15,9 @@ Where the work happens, and why:
   whatever `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` add) and the official OTLP/HTTP
   exporter for the transport: endpoint, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, compression, TLS
   files, timeout, and its retries with back-off. The pre-encoded batch goes through the
-  exporter's HTTP client (`OTLPSpanExporter._client.export(bytes)`, opentelemetry-exporter-otlp-
-  proto-http >= 1.40); `start()` fails with a sentence if an exporter lacks it.
+  exporter's HTTP client (`OTLPSpanExporter._client.export(bytes)`; pyproject.toml pins
+  opentelemetry-exporter-otlp-proto-http >= 1.45, < 2); `start()` fails with a sentence if an
+  exporter lacks it.
 
 Nothing here is imported unless the flag is given, and with tracing off the data plane pays one
 relaxed atomic load per request. Spans the exporter cannot keep up with are dropped and counted
@@ -70,7 +71,7 @@ class Tracer:
         client = getattr(self._exporter, "_client", None)
         if client is None or not callable(getattr(client, "export", None)):
             raise ValueError("this opentelemetry-exporter-otlp-proto-http has no HTTP client the router can hand "
-                             "encoded spans to: install opentelemetry-exporter-otlp-proto-http>=1.40")
+                             "encoded spans to: install opentelemetry-exporter-otlp-proto-http>=1.45")
         # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win; without them the service is vllm-router.
         resource = Resource.create({"service.version": __version__})
         attributes = {k: v for k, v in resource.attributes.items() if isinstance(v, (str, bool, int, float))}
