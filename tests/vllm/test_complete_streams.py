@@ -7,6 +7,7 @@ aborts (6 of 30 here). The async client and raw HTTP read to the end."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 
@@ -91,7 +92,12 @@ def test_raw_http_streams_are_not_aborts(router_factory):
 
 
 def test_httpx_reads_a_whole_stream_through_the_router(router_factory, engines):
-    """The same answer as the engine's, event for event apart from ids and timestamps."""
+    """The same answer as the engine's, apart from ids and timestamps.
+
+    Compared as text and finish reason, not event for event: vLLM's API server puts several
+    tokens into one event when it falls behind the engine (a busy machine), so the number of
+    events of two identical requests differs from run to run (13 direct, 12 routed in one CI run).
+    """
     router = router_factory()
     body = {"model": MODEL, "prompt": "hello", "max_tokens": 12, "temperature": 0, "stream": True}
     def events(url: str) -> list[str]:
@@ -99,6 +105,12 @@ def test_httpx_reads_a_whole_stream_through_the_router(router_factory, engines):
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             return [line for line in r.iter_lines() if line.startswith("data: ")]
+    def answer(lines: list[str]) -> tuple[str, str | None]:
+        assert lines[-1] == "data: [DONE]", lines[-3:]
+        chunks = [json.loads(line[len("data: "):]) for line in lines[:-1]]
+        text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        reasons = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        return text, reasons[-1]
     direct, routed = events(engines.a.url), events(router.url)
-    assert len(direct) == len(routed)
-    assert routed[-1] == "data: [DONE]"
+    assert answer(direct) == answer(routed)
+    assert answer(routed)[1] == "length"
