@@ -1,5 +1,6 @@
-// The router's own endpoints: /, /version, /v1/models, /health, /load-stats. They answer from
-// the fleet snapshot and the router's counters, never with an upstream call.
+// The router's own endpoints: /, /version, /v1/models, /health, /load-stats, /metrics and the
+// probes /livez and /readyz. They answer from the fleet snapshot and the router's counters, never
+// with an upstream call.
 #include <chrono>
 #include <ctime>
 
@@ -54,7 +55,7 @@ LocalAnswer root_answer(const RouterShared& shared, const Fleet& fleet) {
     out += ",\"status\":";
     append_json_string(out, fleet_status(healthy_count(fleet), fleet.members.size()));
     out += ",\"uptime_seconds\":" + json_number(uptime_seconds(shared), 1);
-    out += ",\"endpoints\":[\"/\",\"/version\",\"/health\",\"/load-stats\",\"/v1/models\","
+    out += ",\"endpoints\":[\"/\",\"/version\",\"/livez\",\"/readyz\",\"/health\",\"/load-stats\",\"/v1/models\","
            "\"/v1/chat/completions\",\"/v1/completions\",\"/v1/embeddings\",\"/v1/responses\","
            "\"/v1/rerank\",\"/v1/score\",\"/v1/audio/*\",\"/tokenize\",\"/detokenize\",\"/rerank\","
            "\"/score\",\"/pooling\",\"/classify\"]}";
@@ -211,12 +212,23 @@ LocalAnswer load_stats_answer(const Fleet& fleet) {
     return {200, std::move(out)};
 }
 
+// Readiness: at least one healthy server, the rule /health's status code follows. A router with
+// none would only answer 503s, so a load balancer should send its clients to another replica.
+LocalAnswer readyz_answer(const Fleet& fleet) {
+    const std::size_t healthy = healthy_count(fleet);
+    if (healthy > 0) return {200, "{\"status\":\"ready\",\"healthy_servers\":" + std::to_string(healthy) + "}"};
+    std::string why = fleet.members.empty() ? "no servers configured or discovered" : "no healthy server";
+    return {503, "{\"status\":\"not_ready\",\"healthy_servers\":0,\"reason\":" + json_string(why) + "}"};
+}
+
 }  // namespace
 
 std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb method, std::string_view path) {
-    enum class Page { root, version, models, health, load_stats, metrics };
+    enum class Page { root, version, livez, readyz, models, health, load_stats, metrics };
     Page page;
     if (path == "/") page = Page::root;
+    else if (path == "/livez") page = Page::livez;
+    else if (path == "/readyz") page = Page::readyz;
     else if (path == "/version") page = Page::version;
     else if (path == "/v1/models") page = Page::models;
     else if (path == "/health") page = Page::health;
@@ -231,6 +243,9 @@ std::optional<LocalAnswer> admin_answer(const RouterShared& shared, http::verb m
     switch (page) {
     case Page::root: return root_answer(shared, *fleet);
     case Page::version: return LocalAnswer{200, "{\"version\":" + json_string(shared.options.version) + "}"};
+    // Liveness: this thread parsed the request and answers it, so the process serves.
+    case Page::livez: return LocalAnswer{200, "{\"status\":\"alive\"}"};
+    case Page::readyz: return readyz_answer(*fleet);
     case Page::models: return models_answer(shared, *fleet);
     case Page::health: return health_answer(shared, *fleet);
     case Page::load_stats: return load_stats_answer(*fleet);

@@ -46,6 +46,12 @@ TEST(Admin, EndpointsAnswerFromTheFleetSnapshot) {
     EXPECT_EQ(std::string_view(ms["data"].at(0)["id"]), "m");
     EXPECT_EQ(std::string_view(ms["data"].at(0)["object"]), "model");  // the engine's own entry
 
+    // The probes: alive always, ready with a healthy server.
+    EXPECT_EQ(fetch(router, get("/livez")).status(), 200);
+    const Message ready = fetch(router, get("/readyz"));
+    EXPECT_EQ(ready.status(), 200);
+    EXPECT_EQ(std::string_view(parser.parse(ready.body)["status"]), "ready");
+
     EXPECT_EQ(fetch(router, get("/version")).status(), 200);
     EXPECT_EQ(fetch(router, get("/")).status(), 200);
     const Message metrics = fetch(router, get("/metrics"));
@@ -65,6 +71,12 @@ TEST(Admin, HealthIs503WhenNoServerIsHealthy) {
         s.health_check_consecutive_failures = 1;
     });
     EXPECT_TRUE(eventually([&] { return fetch(router, get("/health")).status() == 503; }));
+    // Not ready, but alive: a liveness probe must not restart a router whose servers are down.
+    const Message ready = fetch(router, get("/readyz"));
+    EXPECT_EQ(ready.status(), 503);
+    simdjson::dom::parser parser;
+    EXPECT_EQ(std::string_view(parser.parse(ready.body)["reason"]), "no healthy server");
+    EXPECT_EQ(fetch(router, get("/livez")).status(), 200);
     const Message answer = fetch(router, post("/v1/chat/completions", R"({"model":"m"})"));
     EXPECT_EQ(answer.status(), 503);
     EXPECT_FALSE(answer.header("retry-after").empty());
