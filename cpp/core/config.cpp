@@ -1,4 +1,5 @@
 #include "core/config.hpp"
+#include "core/env_expand.hpp"
 #include "core/http_policy.hpp"
 
 #include <algorithm>
@@ -174,6 +175,7 @@ public:
     explicit Reporter(std::string source) : source_(std::move(source)) {}
 
     void at(const toml::source_region& where, std::string key, std::string message) {
+        if (muted_.count({where.begin.line, where.begin.column})) return;
         errors_.push_back({source_, static_cast<int>(where.begin.line),
                            static_cast<int>(where.begin.column), std::move(key),
                            std::move(message)});
@@ -188,10 +190,36 @@ public:
 
     const std::string& source() const { return source_; }
 
+    // A value that could not be expanded has had its error: what its check would add is noise.
+    void mute(const toml::source_region& where) { muted_.insert({where.begin.line, where.begin.column}); }
+
 private:
     std::string source_;
     std::vector<ConfigError> errors_;
+    std::set<std::pair<toml::source_index, toml::source_index>> muted_;
 };
+
+// Expands ${VAR} and ${VAR:-default} in every string value (core/env_expand.hpp), before any
+// value is read, so that each reader sees the text the operator meant. `key` is the path shown
+// in errors ("servers[0].api_key", "config.session_key").
+void expand_strings(toml::node& node, const std::string& key, const EnvLookup& env, Reporter& report) {
+    if (auto* t = node.as_table()) {
+        for (auto&& [k, child] : *t)
+            expand_strings(child, key.empty() ? std::string(k.str()) : key + "." + std::string(k.str()), env, report);
+    } else if (auto* a = node.as_array()) {
+        for (std::size_t i = 0; i < a->size(); ++i)
+            expand_strings(*a->get(i), key + "[" + std::to_string(i) + "]", env, report);
+    } else if (auto* str = node.as_string()) {
+        if (!has_env_reference(str->get())) return;
+        auto expanded = expand_env(str->get(), env);
+        if (auto* text = std::get_if<std::string>(&expanded)) {
+            str->get() = std::move(*text);
+        } else {
+            report.at(node.source(), key, std::get<ExpandError>(expanded).message);
+            report.mute(node.source());
+        }
+    }
+}
 
 std::string unknown_key_message(std::string_view key, const std::vector<std::string_view>& known) {
     std::string msg = "unknown key '" + std::string(key) + "'";
@@ -500,7 +528,7 @@ std::string canonical_url(const UrlParts& p) {
            p.base_path;
 }
 
-ConfigResult parse_config(std::string_view toml_text, std::string_view source) {
+ConfigResult parse_config(std::string_view toml_text, std::string_view source, const EnvLookup& env) {
     ConfigResult result;
     Reporter report{std::string(source)};
     toml::table root;
@@ -511,6 +539,8 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source) {
         result.errors = report.take();
         return result;
     }
+    for (auto&& [k, node] : root)  // [servers] keys are named as the readers name them: servers[0].url
+        expand_strings(node, k.str() == "servers" ? std::string() : std::string(k.str()), env, report);
     for (const auto& [k, node] : root) {
         const std::string_view name = k.str();
         const toml::table* t = node.as_table();
@@ -535,7 +565,7 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source) {
     return result;
 }
 
-ConfigResult load_config_file(const std::string& path) {
+ConfigResult load_config_file(const std::string& path, const EnvLookup& env) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
         ConfigResult result;
@@ -544,7 +574,7 @@ ConfigResult load_config_file(const std::string& path) {
     }
     std::ostringstream text;
     text << in.rdbuf();
-    return parse_config(text.str(), path);
+    return parse_config(text.str(), path, env);
 }
 
 std::vector<ConfigError> validate_config(const Config& config, bool require_servers,

@@ -5,6 +5,8 @@
 // --static-backends), so a rule is written once.
 #pragma once
 
+#include "core/env_expand.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -117,11 +119,13 @@ const std::vector<std::string_view>& routing_logics();
 // A setting's value rendered for display ("10", "0.8", "true", "least-load").
 std::string setting_value(const Settings& settings, std::string_view name);
 
-// Reads a TOML document. `source` names it in error messages.
-ConfigResult parse_config(std::string_view toml_text, std::string_view source = "<string>");
+// Reads a TOML document. `source` names it in error messages. String values expand ${VAR} and
+// ${VAR:-default} from `env` (core/env_expand.hpp); an unset variable is a located error.
+ConfigResult parse_config(std::string_view toml_text, std::string_view source = "<string>",
+                          const EnvLookup& env = process_env);
 
 // Reads a file; an unreadable file is one error at line 0.
-ConfigResult load_config_file(const std::string& path);
+ConfigResult load_config_file(const std::string& path, const EnvLookup& env = process_env);
 
 // Checks an assembled Config against every rule (values, URLs, duplicates) and, when
 // `require_servers`, that it names at least one server. Errors carry no position.
