@@ -110,40 +110,42 @@ def run(
     reload: Annotated[bool, typer.Option("--reload", show_default="off",
                                          help="Restart on code change (development).")] = False,
     service_discovery: Annotated[
-        ServiceDiscovery, typer.Option(help="Where the servers come from.")
+        ServiceDiscovery, typer.Option(envvar="SERVICE_DISCOVERY", help="Where the servers come from.")
     ] = ServiceDiscovery.static,
     static_backends: Annotated[
-        Optional[str], typer.Option(show_default="the file's servers",
+        Optional[str], typer.Option(envvar="STATIC_BACKENDS", show_default="the file's servers",
                                     help="Comma-separated server URLs; replaces the file's servers.")
     ] = None,
     static_models: Annotated[
-        Optional[str], typer.Option(show_default="discovered from each server",
+        Optional[str], typer.Option(envvar="STATIC_MODELS", show_default="discovered from each server",
                                     help="Comma-separated models, one per --static-backends URL.")
     ] = None,
     routing_logic: Annotated[
-        Optional[RoutingLogic], typer.Option(show_default=f"the file's routing_logic, else {_DEFAULTS.routing_logic}",
+        Optional[RoutingLogic], typer.Option(envvar="ROUTING_LOGIC", show_default=f"the file's routing_logic, else {_DEFAULTS.routing_logic}",
                                              help="How a server is chosen.")
     ] = None,
     session_key: Annotated[
-        Optional[str], typer.Option(show_default=f"the file's session_key, else {_DEFAULTS.session_key}",
+        Optional[str], typer.Option(envvar="SESSION_KEY", show_default=f"the file's session_key, else {_DEFAULTS.session_key}",
                                     help="Header whose value pins a session.")
     ] = None,
     engine_stats_interval: Annotated[
-        Optional[float], typer.Option(show_default=_from_file("engine_stats_interval", " s"),
+        Optional[float], typer.Option(envvar="ENGINE_STATS_INTERVAL", show_default=_from_file("engine_stats_interval", " s"),
                                       help="Seconds between scrapes of servers' /metrics.")
     ] = None,
     request_stats_window: Annotated[
-        Optional[float], typer.Option(show_default=_from_file("request_stats_window", " s"),
+        Optional[float], typer.Option(envvar="REQUEST_STATS_WINDOW", show_default=_from_file("request_stats_window", " s"),
                                       help="Seconds of request statistics kept.")
     ] = None,
-    log_stats: Annotated[bool, typer.Option("--log-stats", show_default="off",
+    log_stats: Annotated[bool, typer.Option("--log-stats", envvar="LOG_STATS", show_default="off",
                                             help="Log a stats line periodically.")] = False,
-    log_stats_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between stats lines.")] = 30.0,
+    log_stats_interval: Annotated[float, typer.Option(envvar="LOG_STATS_INTERVAL", min=0.1, help="Seconds between stats lines.")] = 30.0,
     callbacks: Annotated[
-        Optional[str], typer.Option(show_default="none", help="module.attr of a CustomCallbackHandler instance.")
+        Optional[str], typer.Option(envvar="CALLBACKS", show_default="none",
+                                    help="module.attr of a CustomCallbackHandler instance.")
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option(min=1, max=256, show_default="the CPUs this process may use: affinity, cgroup quota",
+        Optional[int], typer.Option(envvar="THREADS", min=1, max=256,
+                                    show_default="the CPUs this process may use: affinity, cgroup quota",
                                     help="I/O threads.")
     ] = None,
     health_check_interval: Annotated[

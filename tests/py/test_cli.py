@@ -25,7 +25,9 @@ from conftest import FOUR_ERRORS_TOML
 ROUTER_ENV_VARS = (
     "CONFIG_PATH", "HOST", "PORT", "LOG_TO_CONSOLE", "LOG_LEVEL", "LOG_DIR",
     "HEALTH_CHECK_INTERVAL", "CONFIG_RELOAD_INTERVAL", "REQUEST_TIMEOUT", "LOG_FORMAT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER_ARG", "SERVICE_DISCOVERY", "STATIC_BACKENDS",
+    "STATIC_MODELS", "ROUTING_LOGIC", "SESSION_KEY", "ENGINE_STATS_INTERVAL", "REQUEST_STATS_WINDOW",
+    "LOG_STATS", "LOG_STATS_INTERVAL", "CALLBACKS", "THREADS",
 )
 REPO = Path(__file__).resolve().parents[2]
 
@@ -419,6 +421,65 @@ def test_print_config_masks_api_keys_and_shows_file_values():
 def test_run_flags_override_the_file(args, key, value):
     write("servers.toml", GOOD_TOML)  # its routing_logic is roundrobin
     assert effective(*args)["config"][key] == value
+
+
+def run_options() -> list:
+    import typer.main
+    command = typer.main.get_command(app).commands["run"]
+    return [p for p in command.params if p.name not in ("help",)]
+
+
+def test_every_run_option_has_an_environment_variable_listed_in_the_docs():
+    """Operators set options in manifests; a new flag without a variable is caught here."""
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    without = {"reload", "print_config"}  # development and a one-off: no variable on purpose
+    for p in run_options():
+        if p.name in without:
+            assert not p.envvar, p.name
+            continue
+        assert p.envvar, f"--{p.name.replace('_', '-')} has no environment variable"
+        assert p.envvar in ROUTER_ENV_VARS, p.envvar  # so the tests' clean_env clears it too
+        assert f"`{p.envvar}`" in docs, f"{p.envvar} is not in docs/configuration.md"
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "value"),
+    [
+        ({"ROUTING_LOGIC": "session"}, "routing_logic", "session"),
+        ({"SESSION_KEY": "x-user-id"}, "session_key", "x-user-id"),
+        ({"ENGINE_STATS_INTERVAL": "2.5"}, "engine_stats_interval", 2.5),
+        ({"REQUEST_STATS_WINDOW": "120"}, "request_stats_window", 120),
+    ],
+)
+def test_run_environment_overrides_the_file(env, key, value):
+    write("servers.toml", GOOD_TOML)  # its routing_logic is roundrobin
+    assert effective(env=env)["config"][key] == value
+
+
+def test_threads_and_static_backends_from_the_environment():
+    cfg = effective(env={"THREADS": "3", "STATIC_BACKENDS": "http://a:8000,http://b:8000", "STATIC_MODELS": "m1,m2"})
+    assert cfg["threads"] == 3
+    assert [(s["url"], s["models"]) for s in cfg["servers"]] == [("http://a:8000", ["m1"]), ("http://b:8000", ["m2"])]
+
+
+def test_file_strings_expand_environment_variables_and_secrets_stay_hidden():
+    write("servers.toml", """\
+[servers]
+servers = [{ url = "http://${GPU_HOST}:8081", api_key = "${GPU_KEY}", models = ["${MODEL:-llama}"] }]
+""")
+    result = invoke("run", "--print-config", env={"GPU_HOST": "gpu-7", "GPU_KEY": "sk-from-a-secret"})
+    assert result.exit_code == 0, result.output
+    assert "sk-from-a-secret" not in result.output
+    server = json.loads(result.stdout)["servers"][0]
+    assert (server["url"], server["api_key"], server["models"]) == ("http://gpu-7:8081", "***", ["llama"])
+
+
+def test_an_unset_variable_in_the_file_is_a_located_error():
+    write("servers.toml", '[servers]\nservers = [\n  { url = "http://a:8081", api_key = "${NO_SUCH_KEY}" },\n]\n')
+    result = invoke("check-config", env={"GPU_KEY": "x"})
+    assert result.exit_code == 1
+    assert "servers.toml:3:" in result.output
+    assert "servers[0].api_key: environment variable NO_SUCH_KEY is not set" in result.output
 
 
 # ---------------------------------------------------------------------------------------------
