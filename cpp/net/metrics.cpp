@@ -155,6 +155,9 @@ std::string render_metrics(const RouterShared& shared) {
     header(out, "vllm_router_in_flight_requests", "gauge", "Requests the router has in flight to each backend.");
     for (const auto& m : fleet->members)
         sample(out, "vllm_router_in_flight_requests", backend_label(m.config.url), m.state->in_flight.load());
+    header(out, "vllm_router_backend_capacity", "gauge", "The backend's max_concurrent_requests.");
+    for (const auto& m : fleet->members)
+        sample(out, "vllm_router_backend_capacity", backend_label(m.config.url), m.config.max_concurrent_requests);
     header(out, "vllm_router_backend_healthy", "gauge", "1 when the backend takes traffic.");
     for (const auto& m : fleet->members) sample(out, "vllm_router_backend_healthy", backend_label(m.config.url), m.healthy ? 1 : 0);
     header(out, "vllm_router_backend_circuit_open", "gauge", "1 while the backend's circuit breaker is open.");
@@ -164,6 +167,8 @@ std::string render_metrics(const RouterShared& shared) {
     for (const auto& m : fleet->members) sample(out, "vllm_router_backend_running_requests", backend_label(m.config.url), m.running);
     header(out, "vllm_router_backend_waiting_requests", "gauge", "vllm:num_requests_waiting as last scraped.");
     for (const auto& m : fleet->members) sample(out, "vllm_router_backend_waiting_requests", backend_label(m.config.url), m.waiting);
+    header(out, "vllm_router_backend_kv_cache_usage", "gauge", "vllm:kv_cache_usage_perc as last scraped (1: full).");
+    for (const auto& m : fleet->members) sample(out, "vllm_router_backend_kv_cache_usage", backend_label(m.config.url), m.kv_cache_usage);
     header(out, "vllm_router_backend_scrape_errors_total", "counter", "Failed scrapes of the backend's /metrics.");
     for (const auto& m : fleet->members)
         sample(out, "vllm_router_backend_scrape_errors_total", backend_label(m.config.url), static_cast<double>(m.state->scrape_errors.load()));

@@ -77,7 +77,7 @@ _LOGGING_START = _PROBE.created - _PROBE.relativeCreated / 1000.0
 _EVENT_CLASH = _STANDARD - {"message"}
 
 _NEEDS_QUOTES = re.compile(r'[\s"]')
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str, separators=(",", ":"))
 # JSON leaves these unescaped with ensure_ascii=False, but str.splitlines() breaks lines on them.
 _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 

@@ -26,7 +26,7 @@ def samples(family, **labels) -> list:
 
 def test_the_exposition_parses_with_exact_bucket_labels_build_and_process_series(engine_factory, router_factory):
     engine = engine_factory(max_tokens=4)
-    router = router_factory([{"url": url_of(engine)}])
+    router = router_factory([{"url": url_of(engine), "max_concurrent_requests": 5}])
     base = f"http://127.0.0.1:{router.port}"
     client = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0, timeout=30)
     for _ in range(3):
@@ -68,3 +68,21 @@ def test_the_exposition_parses_with_exact_bucket_labels_build_and_process_series
     assert [s.value for s in refused] == [1.0]
     served = samples(parsed["vllm_router_requests"], backend=backend, status="200")
     assert sum(s.value for s in served) == 4.0
+
+    # In flight against capacity, and the engine's KV cache as the router last read it.
+    assert samples(parsed["vllm_router_backend_capacity"], backend=backend)[0].value == 5
+    kv = samples(parsed["vllm_router_backend_kv_cache_usage"], backend=backend)
+    assert len(kv) == 1 and 0 <= kv[0].value <= 1
+
+
+def test_every_metric_is_documented(engine_factory, router_factory):
+    """docs/operations.md lists every family /metrics exposes, so a dashboard author finds it."""
+    from pathlib import Path
+    engine = engine_factory(max_tokens=2)
+    router = router_factory([{"url": url_of(engine)}])
+    parsed, text = families(router.port)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    names = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    assert len(names) > 30
+    missing = sorted(n for n in names if f"`{n}`" not in docs)
+    assert not missing, f"not in docs/operations.md: {missing}"
