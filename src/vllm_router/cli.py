@@ -284,7 +284,7 @@ def run(
                 echo_stats_to_stdout()
             stats = StatsLogger(router, log_stats_interval).start()
         try:
-            code = serve(router, stop)
+            code = serve(router, stop, flush=pump.stop)
         finally:
             if stats:
                 stats.stop()

@@ -63,9 +63,12 @@ def start_router(config: Any, host: str, port: int, threads: int,
     return router
 
 
-def serve(router: Any, stop: threading.Event, every: Callable[[], None] | None = None, every_s: float = 5.0) -> int:
+def serve(router: Any, stop: threading.Event, every: Callable[[], None] | None = None, every_s: float = 5.0,
+          flush: Callable[[], None] | None = None) -> int:
     """Waits until `stop` is set (a signal, see stop_signals), then drains. `every` runs roughly
-    each `every_s` seconds meanwhile.
+    each `every_s` seconds meanwhile. `flush` runs once the drain is over and before the last
+    line, so that the access lines of the requests the drain finished come before "stopped
+    cleanly" (a log reader takes the last line as the end of the process).
 
     Returns the process exit code: 0 after a graceful stop.
     """
@@ -78,6 +81,8 @@ def serve(router: Any, stop: threading.Event, every: Callable[[], None] | None =
     if stop.is_set():
         log.info("stopping: finishing in-flight requests")
         left = router.shutdown()
+        if flush is not None:
+            flush()
         if left:
             log.warning("drain timeout: %d request(s) cut off", left)
         else:

@@ -119,3 +119,25 @@ def test_debug_shows_routing_decisions_and_health_transitions_with_reasons(engin
     assert failed, "no DEBUG line for a failed check"
     transition = [r for r in records if r["level"] == "WARNING" and f"server {url_of(b)} is unhealthy" in r["message"]]
     assert transition and "2 health checks failed in a row (health_check_consecutive_failures 2)" in transition[0]["message"]
+
+
+def test_a_stream_finished_by_the_drain_is_logged_before_stopped_cleanly(engine_factory, tmp_path):
+    """A log reader takes the last line as the end of the process: it must be "stopped cleanly",
+    with the access line of the stream the drain let finish before it (it came after once)."""
+    engine = engine_factory(max_tokens=10, token_delay=0.05)
+    proc, port = run_router(tmp_path, "--static-backends", url_of(engine), "--static-models", MODEL,
+                            env={"LOG_DIR": "-", "LOG_FORMAT": "json"})
+    try:
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", timeout=30,
+                          json={"model": MODEL, "prompt": "x", "stream": True},
+                          headers={"x-request-id": "drained-1"}) as r:
+            lines = r.iter_lines()
+            next(lines)
+            proc.send_signal(signal.SIGTERM)
+            assert "data: [DONE]" in list(lines)
+    finally:
+        out, _ = stop(proc)
+    records = [json.loads(line) for line in out.splitlines()]
+    messages = [r["message"] for r in records]
+    assert messages[-1] == "stopped cleanly", messages[-3:]
+    assert [r.get("request_id") for r in records].index("drained-1") < len(records) - 1
