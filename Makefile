@@ -26,7 +26,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_MODEL := build/vllm-model
 
-.PHONY: all test test-fast test-vllm test-asan vllm-model cpp-test py-test demo deps bench-deps build bench clean
+.PHONY: all test test-fast test-vllm test-asan test-deploy image deploy-deps vllm-model cpp-test py-test demo deps bench-deps build bench clean
 
 all: build
 
@@ -67,7 +67,7 @@ py-test: build
 
 test-fast: cpp-test py-test
 
-test: test-fast test-vllm test-asan
+test: test-fast test-vllm test-deploy test-asan
 
 # PyPI's torchvision, torchaudio and torchcodec need CUDA: with them `import vllm` fails
 # ("operator torchvision::nms does not exist"), and vLLM runs without them.
@@ -87,6 +87,39 @@ vllm-model: $(VLLM_MODEL)/.complete
 test-vllm: build vllm-model
 	VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python VLLM_MODEL_DIR=$(abspath $(VLLM_MODEL)) \
 	  $(BIN)/python -m pytest -q tests/vllm --durations=15 --timeout=900
+
+# Deployment (deploy/, tests/deploy): the container image built with Debian's podman from a
+# Debian 12 base made by debootstrap (no registry is reachable here), the compose setup's
+# Prometheus and the Grafana dashboard's queries, the kustomize base and the Helm chart.
+# podman runs rootful with runc and cgroupfs (no systemd here); CONTAINERS_CONF points at the
+# settings that needs. kubectl (for `kubectl kustomize`) comes from Debian's kubernetes-client
+# unless one is installed already.
+DEPLOY_DEB_PACKAGES := podman runc debootstrap uidmap
+PODMAN_DIR  := build/podman
+PODMAN_CONF := $(PODMAN_DIR)/containers.conf
+PODMAN      := CONTAINERS_CONF=$(abspath $(PODMAN_CONF)) podman
+BASE_IMAGE  := localhost/debian-minbase:bookworm
+IMAGE       ?= localhost/vllm-router:dev
+# pip in the image build reaches PyPI through this machine's proxy: its CA bundle, as a secret.
+HOST_CA     := /etc/ssl/certs/ca-certificates.crt
+
+deploy-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEPLOY_DEB_PACKAGES)"
+	@command -v kubectl >/dev/null || $(MAKE) --no-print-directory deps DEB_PACKAGES=kubernetes-client
+
+$(PODMAN_CONF):
+	mkdir -p $(PODMAN_DIR)
+	printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n' > $@
+
+image: deploy-deps $(PODMAN_CONF)
+	CONTAINERS_CONF=$(abspath $(PODMAN_CONF)) tests/deploy/base_image.sh $(BASE_IMAGE) $(PODMAN_DIR)
+	$(PODMAN) build -q --isolation=chroot --pull=never --format docker \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) $$([ -s $(HOST_CA) ] && echo --secret id=ca,src=$(HOST_CA)) \
+	  -f deploy/docker/Dockerfile -t $(IMAGE) .
+
+test-deploy: build image
+	VLLM_ROUTER_IMAGE=$(IMAGE) CONTAINERS_CONF=$(abspath $(PODMAN_CONF)) \
+	  $(BIN)/python -m pytest -q tests/deploy --durations=10 --timeout=600
 
 # The sanitizer build: the same sources with AddressSanitizer and UndefinedBehaviorSanitizer,
 # in a venv and build folder of their own; GoogleTest, then the pytest suite with the

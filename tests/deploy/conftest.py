@@ -1,0 +1,75 @@
+"""Shared pieces of the deployment checks: simulated engines on the host, free ports, podman.
+
+`make test-deploy` builds the image first (`make image`) and names it in VLLM_ROUTER_IMAGE."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from vllm_router import _core
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def status_of(url: str) -> int:
+    return httpx.get(url, timeout=5).status_code
+
+
+@pytest.fixture
+def sim_engine() -> Iterator[Callable[..., Any]]:
+    """`sim_engine(**SimEngine kwargs)` -> a started simulated engine on loopback (`.port`)."""
+    engines: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        kwargs.setdefault("ttft", 0.01)
+        kwargs.setdefault("token_delay", 0.005)
+        engine = _core.SimEngine(**kwargs)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    name = os.environ.get("VLLM_ROUTER_IMAGE")
+    if not name:
+        pytest.fail("no image to test: run `make test-deploy` (it builds the image and names it in VLLM_ROUTER_IMAGE)")
+    return name
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
