@@ -155,7 +155,12 @@ void bind_router(py::module_& m) {
         })
         .def("backends", [](const Router& r) {
             py::list out;
-            for (const auto& m : r.fleet()->members) {
+            // Held for the loop: `for (m : r.fleet()->members)` frees the snapshot at once (the
+            // temporary shared_ptr dies before the loop body), and a health check or scrape that
+            // publishes a new one meanwhile left the loop reading freed memory (the dashboard's
+            // rare SIGSEGV on its first frame).
+            const auto fleet = r.fleet();
+            for (const auto& m : fleet->members) {
                 py::dict d;
                 d["url"] = m.config.url;
                 d["healthy"] = m.healthy;

@@ -279,3 +279,21 @@ def test_an_invalid_reload_is_refused_and_serving_goes_on(engine_factory, router
     output = procs[0].communicate(timeout=10)[0]
     assert "refused the new configuration" in output
     assert "did you mean 'failure_threshold'" in output
+
+
+def test_fleet_snapshots_read_while_the_control_plane_replaces_them(engine_factory, router_factory):
+    """backends() walks one snapshot of the fleet while scrapes and health checks publish new
+    ones every few milliseconds. It once let its snapshot go before the walk (a range-for over
+    a temporary's member): freed memory read, the dashboard's rare SIGSEGV on its first frame,
+    and a heap-use-after-free under the sanitizer build."""
+    engines = [engine_factory() for _ in range(6)]
+    router = router_factory([{"url": url_of(e), "models": [MODEL]} for e in engines],
+                            engine_stats_interval=0.002, health_check_interval=0.002)
+    deadline = time.monotonic() + 3
+    walks = 0
+    while time.monotonic() < deadline:
+        snapshot = router.backends()
+        assert [b["url"] for b in snapshot] == [url_of(e) for e in engines]
+        assert all(b["models"] == [MODEL] for b in snapshot)
+        walks += 1
+    assert walks > 100
