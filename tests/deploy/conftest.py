@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -14,16 +14,10 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from vllm_router import _core
-
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(REPO / "tests"))
+from support import free_port, sim_engines  # noqa: E402,F401  (re-exported to the tests)
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -45,19 +39,8 @@ def status_of(url: str) -> int:
 @pytest.fixture
 def sim_engine() -> Iterator[Callable[..., Any]]:
     """`sim_engine(**SimEngine kwargs)` -> a started simulated engine on loopback (`.port`)."""
-    engines: list[Any] = []
-
-    def make(**kwargs: Any) -> Any:
-        kwargs.setdefault("ttft", 0.01)
-        kwargs.setdefault("token_delay", 0.005)
-        engine = _core.SimEngine(**kwargs)
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop()
+    with sim_engines(ttft=0.01, token_delay=0.005) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")

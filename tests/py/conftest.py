@@ -13,7 +13,7 @@ import pytest
 from vllm_router import _core
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support import free_port, wait_until  # noqa: E402,F401  (re-exported to the tests)
+from support import free_port, sim_engines, wait_until  # noqa: E402,F401  (re-exported to the tests)
 
 
 # SPEC §2's acceptance case: four problems, on lines 3, 4, 7 and 8.
@@ -32,19 +32,8 @@ health_check_min_success_rate = 1.7
 @pytest.fixture
 def engine_factory() -> Iterator[Callable[..., Any]]:
     """`engine_factory(**SimEngine kwargs)` -> a started simulated engine (`.port`, `.stats()`)."""
-    engines: list[Any] = []
-
-    def make(**kwargs: Any) -> Any:
-        kwargs.setdefault("ttft", 0.005)
-        kwargs.setdefault("token_delay", 0.002)
-        engine = _core.SimEngine(**kwargs)
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop()
+    with sim_engines(ttft=0.005, token_delay=0.002) as make:
+        yield make
 
 
 def url_of(engine_or_port: Any) -> str:

@@ -1,12 +1,13 @@
-"""Helpers shared by the pytest suites (tests/py and tests/vllm): each suite's conftest puts
-tests/ on the import path, so both say `from support import ...`."""
+"""Helpers shared by the pytest suites (tests/py, tests/vllm and tests/deploy): each suite's
+conftest puts tests/ on the import path, so all say `from support import ...`."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -19,6 +20,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, step: float =
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(step)
+
+
+@contextlib.contextmanager
+def sim_engines(**defaults: Any) -> Iterator[Callable[..., Any]]:
+    """`make(**SimEngine kwargs)` -> a started simulated engine (`.port`, `.stats()`), `defaults`
+    filling what a call leaves out; every engine made is stopped on the way out."""
+    from vllm_router import _core
+
+    engines: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        engine = _core.SimEngine(**{**defaults, **kwargs})
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    try:
+        yield make
+    finally:
+        for engine in engines:
+            engine.stop()
 
 
 def free_port() -> int:
