@@ -131,8 +131,11 @@ ASAN_STAMP := $(ASAN_VENV)/.installed
 # No vptr check: it tests memory with a pipe, so when the router is out of descriptors (a case
 # the tests create on purpose) it reports every virtual call as a bad type.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize=vptr -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-ASAN_ENV   := ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0 \
-              UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# Reports go to files (one per process, the routers the tests start included): pytest's output
+# capture would lose a report written by a process that dies of it. Any report fails the run.
+ASAN_LOG   := $(abspath $(ASAN_BUILD))/sanitizer
+ASAN_ENV   := ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0:log_path=$(ASAN_LOG) \
+              UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOG)
 
 $(ASAN_STAMP): $(BUILD_INPUTS) Makefile $(shell find src -name '*.py') | deps
 	[ -x $(ASAN_VENV)/bin/python ] || $(PYTHON) -m venv $(ASAN_VENV)
@@ -146,8 +149,11 @@ $(ASAN_STAMP): $(BUILD_INPUTS) Makefile $(shell find src -name '*.py') | deps
 test-asan: $(ASAN_STAMP)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(abspath $(ASAN_VENV))/bin/ctest --output-on-failure -j2 --timeout 600
+	rm -f $(ASAN_LOG).*
 	LD_PRELOAD=$$($(CXX) -print-file-name=libasan.so):$$($(CXX) -print-file-name=libubsan.so) $(ASAN_ENV) \
-	  $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/py --durations=15 --timeout=600
+	  $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/py --durations=15 --timeout=600; \
+	status=$$?; for f in $(ASAN_LOG).*; do [ -f "$$f" ] && { echo "== sanitizer report $$f"; cat "$$f"; status=1; }; done; \
+	exit $$status
 
 demo: build
 	$(BIN)/vllm-router demo
