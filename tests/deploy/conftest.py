@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -17,19 +16,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 sys.path.insert(0, str(REPO / "tests"))
-from support import free_port, sim_engines  # noqa: E402,F401  (re-exported to the tests)
+from support import free_port, prometheus_query, prometheus_server, sim_engines, wait_until  # noqa: E402,F401
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """wait_until, counting a connection refused or reset as "not yet", and failing with `what`."""
+    def quietly() -> bool:
         try:
-            if check():
-                return
+            return bool(check())
         except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return False
+
+    if not wait_until(quietly, timeout=timeout, step=0.2):
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def status_of(url: str) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import DEPLOY, free_port, status_of, wait_for
+from conftest import DEPLOY, free_port, prometheus_query, prometheus_server, status_of, wait_for
 
 MODEL = "sim-model"
 # Grafana's variables, as Grafana would fill them: every backend, a rate window of a few scrapes.
@@ -42,13 +41,6 @@ def fill(expr: str) -> str:
         expr = expr.replace(name, value)
     assert "$" not in expr, f"a Grafana variable this test does not know: {expr}"
     return expr
-
-
-def query(api: str, expr: str) -> dict:
-    r = httpx.get(f"{api}/api/v1/query", params={"query": expr}, timeout=10)
-    if r.status_code == 503:  # plain text "Service Unavailable" until its storage is open
-        return {"status": "starting"}
-    return r.json()
 
 
 def has_number(answer: dict) -> bool:
@@ -102,49 +94,45 @@ def test_every_dashboard_query_returns_data_from_the_compose_prometheus(fleet, t
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
 
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus is missing: `make deps` installs it"
-    api_port = free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    log = open(tmp_path / "prometheus.log", "wb")
-    prom = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{api_port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
     stop = threading.Event()
     load = threading.Thread(target=traffic, args=(router_port, stop), daemon=True)
-    load.start()
-    try:
-        wait_for(lambda: len(query(api, "up == 1").get("data", {}).get("result", [])) == 4, 60,
-                 "the router and the three engines up in Prometheus")
-        dash = dashboard()
-        exprs = expressions(dash)
-        assert len(exprs) >= 30
-        pending = {(title, fill(e)) for title, e in exprs}
-        # Invalid PromQL is an error at once, not a wait.
-        for title, expr in pending:
-            answer = query(api, expr)
-            assert answer["status"] == "success", f"{title}: {expr}: {answer.get('error')}"
-
-        def all_answer() -> bool:
-            for item in list(pending):
-                if has_number(query(api, item[1])):
-                    pending.discard(item)
-            return not pending
-
+    with prometheus_server(tmp_path / "prometheus.yml", tmp_path) as api:
+        load.start()
         try:
-            wait_for(all_answer, 60, "every dashboard query to return a number")
-        except AssertionError:
-            raise AssertionError(f"no data for: {sorted(pending)}") from None
-        # The template variable's values: the backends, as the panels filter them.
-        values = httpx.get(f"{api}/api/v1/label/backend/values",
-                           params={"match[]": "vllm_router_backend_healthy"}, timeout=10).json()["data"]
-        assert sorted(values) == sorted(f"http://127.0.0.1:{p}" for p in engine_ports)
-        assert dash["templating"]["list"][0]["query"]["query"] == "label_values(vllm_router_backend_healthy, backend)"
-    finally:
-        stop.set()
-        load.join(timeout=30)
-        prom.terminate()
-        prom.wait(timeout=30)
+            check_every_query(api, engine_ports)
+        finally:
+            stop.set()
+            load.join(timeout=30)
+
+
+def check_every_query(api: str, engine_ports: list[int]) -> None:
+    """Every expression of the dashboard valid and, while traffic flows, a number."""
+    wait_for(lambda: len(prometheus_query(api, "up == 1").get("data", {}).get("result", [])) == 4, 60,
+             "the router and the three engines up in Prometheus")
+    dash = dashboard()
+    exprs = expressions(dash)
+    assert len(exprs) >= 30
+    pending = {(title, fill(e)) for title, e in exprs}
+    # Invalid PromQL is an error at once, not a wait.
+    for title, expr in pending:
+        answer = prometheus_query(api, expr)
+        assert answer["status"] == "success", f"{title}: {expr}: {answer.get('error')}"
+
+    def all_answer() -> bool:
+        for item in list(pending):
+            if has_number(prometheus_query(api, item[1])):
+                pending.discard(item)
+        return not pending
+
+    try:
+        wait_for(all_answer, 60, "every dashboard query to return a number")
+    except AssertionError:
+        raise AssertionError(f"no data for: {sorted(pending)}") from None
+    # The template variable's values: the backends, as the panels filter them.
+    values = httpx.get(f"{api}/api/v1/label/backend/values",
+                       params={"match[]": "vllm_router_backend_healthy"}, timeout=10).json()["data"]
+    assert sorted(values) == sorted(f"http://127.0.0.1:{p}" for p in engine_ports)
+    assert dash["templating"]["list"][0]["query"]["query"] == "label_values(vllm_router_backend_healthy, backend)"
 
 
 def test_the_dashboard_is_provisioned_with_the_datasource_it_names():

@@ -3,58 +3,37 @@ the target is up and a histogram_quantile over the router's buckets answers a nu
 
 from __future__ import annotations
 
+import contextlib
 import math
-import shutil
-import subprocess
 
-import httpx
 import pytest
 
-from conftest import free_port, url_of, wait_until
-from support import Load
+from conftest import url_of, wait_until
+from support import Load, prometheus_server, prometheus_query
 
 MODEL = "sim-model"
 
 
 @pytest.fixture
 def prometheus(tmp_path):
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus is missing: `make deps` installs it"
-    started: list[subprocess.Popen] = []
+    """`prometheus(port)` -> the API URL of a Prometheus scraping the router on `port` each second."""
+    with contextlib.ExitStack() as stack:
+        def start(target_port: int) -> str:
+            config = tmp_path / "prometheus.yml"
+            config.write_text(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: vllm-router\n    static_configs:\n"
+                f"      - targets: ['127.0.0.1:{target_port}']\n"
+            )
+            return stack.enter_context(prometheus_server(config, tmp_path))
 
-    def start(target_port: int) -> str:
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: vllm-router\n    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{target_port}']\n"
-        )
-        port = free_port()
-        log = open(tmp_path / "prometheus.log", "wb")
-        started.append(subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(timeout=20)
+        yield start
 
 
 def query(api: str, expr: str) -> list:
-    """The query's result, or [] while Prometheus cannot answer yet: not listening, or listening
-    and answering 503 "Service Unavailable" (plain text) until its storage is open (a red CI run
-    of the sanitizer build, where everything starts slower)."""
-    try:
-        r = httpx.get(f"{api}/api/v1/query", params={"query": expr}, timeout=5)
-    except httpx.HTTPError:
-        return []
-    if r.status_code == 503:
-        return []
-    body = r.json()
-    return body["data"]["result"] if body.get("status") == "success" else []
+    """The query's result, or [] while Prometheus cannot answer it yet."""
+    answer = prometheus_query(api, expr)
+    return answer["data"]["result"] if answer.get("status") == "success" else []
 
 
 def test_prometheus_scrapes_the_router_and_answers_a_quantile(engine_factory, router_factory, prometheus, tmp_path):

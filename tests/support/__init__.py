@@ -4,9 +4,12 @@ conftest puts tests/ on the import path, so all say `from support import ...`.""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -41,6 +44,36 @@ def sim_engines(**defaults: Any) -> Iterator[Callable[..., Any]]:
     finally:
         for engine in engines:
             engine.stop()
+
+
+@contextlib.contextmanager
+def prometheus_server(config: Path, folder: Path) -> Iterator[str]:
+    """Debian's Prometheus (installed by `make deps`) running `config`, its storage and log
+    (`prometheus.log`) in `folder`; yields its HTTP API's base URL and stops it on the way out."""
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus is missing: `make deps` installs it"
+    port = free_port()
+    with open(folder / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def prometheus_query(api: str, expr: str) -> dict:
+    """The API's answer to an instant query, or {"status": "unavailable"} while Prometheus cannot
+    answer yet: not listening, or answering 503 "Service Unavailable" (plain text) until its
+    storage is open (a red CI run of the sanitizer build, where everything starts slower)."""
+    try:
+        r = httpx.get(f"{api}/api/v1/query", params={"query": expr}, timeout=10)
+    except httpx.HTTPError:
+        return {"status": "unavailable"}
+    if r.status_code == 503:
+        return {"status": "unavailable"}
+    return r.json()
 
 
 def free_port() -> int:
