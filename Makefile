@@ -97,7 +97,8 @@ test-vllm: build vllm-model
 DEPLOY_DEB_PACKAGES := podman runc debootstrap uidmap
 PODMAN_DIR  := build/podman
 PODMAN_CONF := $(PODMAN_DIR)/containers.conf
-PODMAN      := CONTAINERS_CONF=$(abspath $(PODMAN_CONF)) podman
+PODMAN_ENV  := CONTAINERS_CONF=$(abspath $(PODMAN_CONF))
+PODMAN      := $(PODMAN_ENV) podman
 BASE_IMAGE  := localhost/debian-minbase:bookworm
 IMAGE       ?= localhost/vllm-router:dev
 # pip in the image build reaches PyPI through this machine's proxy: its CA bundle, as a secret.
@@ -112,13 +113,13 @@ $(PODMAN_CONF):
 	printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n' > $@
 
 image: deploy-deps $(PODMAN_CONF)
-	CONTAINERS_CONF=$(abspath $(PODMAN_CONF)) tests/deploy/base_image.sh $(BASE_IMAGE) $(PODMAN_DIR)
+	$(PODMAN_ENV) tests/deploy/base_image.sh $(BASE_IMAGE) $(PODMAN_DIR)
 	$(PODMAN) build -q --isolation=chroot --pull=never --format docker \
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) $$([ -s $(HOST_CA) ] && echo --secret id=ca,src=$(HOST_CA)) \
 	  -f deploy/docker/Dockerfile -t $(IMAGE) .
 
 test-deploy: build image
-	VLLM_ROUTER_IMAGE=$(IMAGE) CONTAINERS_CONF=$(abspath $(PODMAN_CONF)) \
+	VLLM_ROUTER_IMAGE=$(IMAGE) $(PODMAN_ENV) \
 	  $(BIN)/python -m pytest -q tests/deploy --durations=10 --timeout=600
 
 # The sanitizer build: the same sources with AddressSanitizer and UndefinedBehaviorSanitizer,
