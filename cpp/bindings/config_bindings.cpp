@@ -19,7 +19,7 @@ void bind_config(py::module_& m) {
 
     py::class_<ServerConfig>(m, "ServerConfig")
         .def(py::init([](std::string url, int max_concurrent_requests, std::vector<std::string> models,
-                         double weight, std::string api_key) {
+                         double weight, std::string api_key, std::string name) {
                  ServerConfig s;
                  s.url = std::move(url);
                  if (auto parts = parse_url(s.url)) s.parts = *parts;
@@ -27,17 +27,19 @@ void bind_config(py::module_& m) {
                  s.models = std::move(models);
                  s.weight = weight;
                  s.api_key = std::move(api_key);
+                 s.name = std::move(name);
                  return s;
              }),
              py::arg("url"), py::arg("max_concurrent_requests") = 3,
              py::arg("models") = std::vector<std::string>{}, py::arg("weight") = 1.0,
-             py::arg("api_key") = "")
+             py::arg("api_key") = "", py::arg("name") = "")
         .def_readonly("url", &ServerConfig::url)
         .def_readonly("parts", &ServerConfig::parts)
         .def_readwrite("max_concurrent_requests", &ServerConfig::max_concurrent_requests)
         .def_readwrite("models", &ServerConfig::models)
         .def_readwrite("weight", &ServerConfig::weight)
         .def_readwrite("api_key", &ServerConfig::api_key)
+        .def_readwrite("name", &ServerConfig::name)
         .def_readonly("line", &ServerConfig::line)
         .def("__repr__", [](const ServerConfig& s) { return "<ServerConfig " + s.url + ">"; });
 
@@ -70,6 +72,10 @@ void bind_config(py::module_& m) {
         VLLM_ROUTER_SETTING(body_buffer_mb)
         VLLM_ROUTER_SETTING(body_spool_threshold_mb)
         VLLM_ROUTER_SETTING(body_spool_dir)
+        VLLM_ROUTER_SETTING(service_discovery)
+        VLLM_ROUTER_SETTING(k8s_namespace)
+        VLLM_ROUTER_SETTING(k8s_label_selector)
+        VLLM_ROUTER_SETTING(k8s_port)
         .def("value", [](const Settings& s, std::string_view name) { return setting_value(s, name); },
              "The setting rendered for display.");
 #undef VLLM_ROUTER_SETTING
@@ -121,6 +127,9 @@ void bind_config(py::module_& m) {
         std::vector<std::string> out(routing_logics().begin(), routing_logics().end());
         return out;
     });
+    m.def("check_capacity", &check_capacity, py::arg("value"),
+          "None when max_concurrent_requests may be `value`, else why not.");
+    m.def("check_weight", &check_weight, py::arg("value"), "None when weight may be `value`, else why not.");
     m.def("closest_match", [](std::string_view word, const std::vector<std::string>& candidates) {
         std::vector<std::string_view> views(candidates.begin(), candidates.end());
         return closest_match(word, views);

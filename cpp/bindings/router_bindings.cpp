@@ -68,8 +68,20 @@ void bind_router(py::module_& m) {
              "Returns how many requests were cut off.")
         .def("stop", &Router::stop, py::call_guard<py::gil_scoped_release>(), "Stop at once.")
         .def_property_readonly("port", &Router::port)
-        .def("update_config", &Router::update_config, py::arg("config"),
-             "Apply a validated configuration without dropping a request.")
+        .def("update_config", [](Router& r, Config config, bool discovered) {
+                 r.update_config(std::move(config), discovered ? ConfigChange::discovery : ConfigChange::reload);
+             },
+             py::arg("config"), py::arg("discovered") = false,
+             "Apply a validated configuration without dropping a request; `discovered`: the server set "
+             "changed because pods did (not counted as a reload of the file).")
+        .def("set_discovery_status", [](Router& r, std::string mode, std::string ns, std::string label_selector,
+                                        bool connected, std::string error, int pods, double since) {
+                 r.set_discovery_status({std::move(mode), std::move(ns), std::move(label_selector), connected,
+                                         std::move(error), pods, since});
+             },
+             py::arg("mode"), py::arg("namespace") = "", py::arg("label_selector") = "", py::arg("connected") = false,
+             py::arg("error") = "", py::arg("pods") = 0, py::arg("since") = -1.0,
+             "What discovery shows in /health and /metrics.")
         .def("note_reload_failure", &Router::note_reload_failure)
         .def("request_stats", [](const Router& r) {
             py::dict out;
@@ -163,6 +175,7 @@ void bind_router(py::module_& m) {
             for (const auto& m : fleet->members) {
                 py::dict d;
                 d["url"] = m.config.url;
+                d["name"] = m.config.name;
                 d["healthy"] = m.healthy;
                 d["state"] = m.health.state;
                 d["models"] = m.models;

@@ -16,7 +16,7 @@
 namespace vllm_router {
 namespace {
 
-enum class Rule { positive, rate, at_least_one, non_negative, routing_logic, header_name, none };
+enum class Rule { positive, rate, at_least_one, non_negative, port, routing_logic, service_discovery, header_name, none };
 
 using Member = std::variant<double Settings::*, std::int64_t Settings::*, bool Settings::*,
                             std::string Settings::*>;
@@ -82,6 +82,13 @@ const std::vector<SettingRule>& setting_rules() {
          &Settings::body_spool_threshold_mb, Rule::positive},
         {{"body_spool_dir", T::string, "a folder for spooled bodies (empty: $TMPDIR, else /tmp)"},
          &Settings::body_spool_dir, Rule::none},
+        {{"service_discovery", T::string, "static (the file's servers) or k8s (also the pods that match)"},
+         &Settings::service_discovery, Rule::service_discovery},
+        {{"k8s_namespace", T::string, "namespace of the pods (empty: the router's own, else default)"},
+         &Settings::k8s_namespace, Rule::none},
+        {{"k8s_label_selector", T::string, "label selector of the pods, as kubectl -l (empty: all)"},
+         &Settings::k8s_label_selector, Rule::none},
+        {{"k8s_port", T::integer, "port of vLLM in each pod, 1 to 65535"}, &Settings::k8s_port, Rule::port},
     };
     return rules;
 }
@@ -107,6 +114,9 @@ std::optional<std::string> check_number(Rule rule, double v) {
     case Rule::non_negative:
         if (v < 0) return "must not be negative, got " + format_number(v);
         break;
+    case Rule::port:
+        if (v < 1 || v > 65535) return "must be a port between 1 and 65535, got " + format_number(v);
+        break;
     default:
         break;
     }
@@ -121,6 +131,13 @@ std::optional<std::string> check_string(Rule rule, const std::string& v) {
         std::string msg = "unknown routing logic '" + v + "' (expected one of:";
         for (auto k : known) msg += " " + std::string(k);
         msg += ")";
+        if (auto near = closest_match(v, known)) msg += "; did you mean '" + *near + "'?";
+        return msg;
+    }
+    if (rule == Rule::service_discovery) {
+        const auto& known = service_discoveries();
+        if (std::find(known.begin(), known.end(), v) != known.end()) return std::nullopt;
+        std::string msg = "unknown service discovery '" + v + "' (expected static or k8s)";
         if (auto near = closest_match(v, known)) msg += "; did you mean '" + *near + "'?";
         return msg;
     }
@@ -273,6 +290,8 @@ void read_config_table(const toml::table& table, Settings& settings, Reporter& r
     }
 }
 
+}  // namespace
+
 std::optional<std::string> check_capacity(std::int64_t v) {
     if (v < 1) return "max_concurrent_requests must be at least 1, got " + std::to_string(v);
     if (v > 1'000'000) return "max_concurrent_requests is implausibly large: " + std::to_string(v);
@@ -283,6 +302,8 @@ std::optional<std::string> check_weight(double v) {
     if (!std::isfinite(v) || v <= 0) return "weight must be greater than 0, got " + format_number(v);
     return std::nullopt;
 }
+
+namespace {
 
 std::optional<std::string> check_model_name(const std::string& m) {
     if (m.empty()) return "models must not contain an empty name";
@@ -355,6 +376,10 @@ void read_server(const toml::node& entry, std::size_t index, Config& config, Rep
             auto s = node.value_exact<std::string>();
             if (!s) report.at(node.source(), key, std::string("api_key must be a string, got ") + type_name(node));
             else server.api_key = *s;
+        } else if (name == "name") {
+            auto s = node.value_exact<std::string>();
+            if (!s) report.at(node.source(), key, std::string("name must be a string, got ") + type_name(node));
+            else server.name = *s;
         } else {
             report.at(k.source(), key, unknown_key_message(name, server_keys()));
         }
@@ -406,8 +431,8 @@ void check_duplicates(const std::vector<ServerConfig>& servers, At&& at) {
 
 std::string no_servers_message() {
     return "no servers configured: list them in servers.toml as [servers] servers = "
-           "[{ url = \"http://gpu-1:8000\" }], or pass --static-backends URL,URL "
-           "(or run `vllm-router demo` to try the router on simulated engines)";
+           "[{ url = \"http://gpu-1:8000\" }], pass --static-backends URL,URL, follow pods with "
+           "--service-discovery k8s (or run `vllm-router demo` to try the router on simulated engines)";
 }
 
 std::string lower(std::string_view s) {
@@ -438,12 +463,21 @@ const std::vector<SettingSpec>& setting_specs() {
 
 const std::vector<std::string_view>& server_keys() {
     static const std::vector<std::string_view> keys = {"url", "max_concurrent_requests", "models",
-                                                       "weight", "api_key"};
+                                                       "weight", "api_key", "name"};
     return keys;
 }
 
 const std::vector<std::string_view>& routing_logics() {
     static const std::vector<std::string_view> names = {"least-load", "roundrobin", "session", "random"};
+    return names;
+}
+
+std::string server_label(const ServerConfig& server) {
+    return server.name.empty() ? server.url : server.name + " (" + server.url + ")";
+}
+
+const std::vector<std::string_view>& service_discoveries() {
+    static const std::vector<std::string_view> names = {"static", "k8s"};
     return names;
 }
 
@@ -606,7 +640,8 @@ std::vector<ConfigError> validate_config(const Config& config, bool require_serv
     check_duplicates(parsed, [&](const ServerConfig& s, std::string key, std::string msg) {
         add(std::move(key), std::move(msg), s.line, s.column);
     });
-    if (require_servers && config.servers.empty()) add("servers", no_servers_message());
+    if (require_servers && config.servers.empty() && config.settings.service_discovery == "static")
+        add("servers", no_servers_message());
     return errors;
 }
 

@@ -35,9 +35,15 @@ struct ServerConfig {
     std::vector<std::string> models;  // empty: discovered from the server's /v1/models
     double weight = 1.0;
     std::string api_key;              // sent upstream as "Authorization: Bearer ..." when set
+    // What operators call the server: the file's optional `name`, a discovered pod's name.
+    // Shown beside the URL in /health, /load-stats, the dashboard and the logs; never a key.
+    std::string name;
     int line = 0;                     // where the entry was declared (0: not from a file)
     int column = 0;
 };
+
+// The server as log lines name it: "vllm-0 (http://10.1.2.3:8000)", or the URL without a name.
+std::string server_label(const ServerConfig& server);
 
 // The [config] table. Each member has an entry in setting_specs() with its rule.
 struct Settings {
@@ -75,6 +81,13 @@ struct Settings {
     double body_buffer_mb = 128;
     double body_spool_threshold_mb = 1;
     std::string body_spool_dir;
+    // Where servers come from besides [servers]: "static" (only the file) or "k8s" (also the
+    // pods that match k8s_label_selector in k8s_namespace, src/vllm_router/discovery). The C++
+    // router never watches anything itself: discovery hands it server sets like a reload.
+    std::string service_discovery = "static";
+    std::string k8s_namespace;       // empty: the router pod's own namespace, else "default"
+    std::string k8s_label_selector;  // empty: every pod of the namespace
+    std::int64_t k8s_port = 8000;    // the port of vLLM's API server in each pod
 };
 
 struct Config {
@@ -116,6 +129,14 @@ const std::vector<std::string_view>& server_keys();
 // The routing policies the router implements today.
 const std::vector<std::string_view>& routing_logics();
 
+// The sources of servers: "static", "k8s".
+const std::vector<std::string_view>& service_discoveries();
+
+// The checks of one server's values (ServerConfig members), for servers assembled outside a file
+// (a pod's annotations): nullopt when the value is acceptable, else the sentence saying why not.
+std::optional<std::string> check_capacity(std::int64_t value);
+std::optional<std::string> check_weight(double value);
+
 // A setting's value rendered for display ("10", "0.8", "true", "least-load").
 std::string setting_value(const Settings& settings, std::string_view name);
 
@@ -128,7 +149,8 @@ ConfigResult parse_config(std::string_view toml_text, std::string_view source = 
 ConfigResult load_config_file(const std::string& path, const EnvLookup& env = process_env);
 
 // Checks an assembled Config against every rule (values, URLs, duplicates) and, when
-// `require_servers`, that it names at least one server. Errors carry no position.
+// `require_servers` and discovery is off, that it names at least one server (with discovery on,
+// an empty [servers] is a fleet made only of pods). Errors carry no position.
 std::vector<ConfigError> validate_config(const Config& config, bool require_servers,
                                          std::string_view source = "effective configuration");
 

@@ -99,6 +99,34 @@ LocalAnswer models_answer(const RouterShared& shared, const Fleet& fleet) {
     return {200, std::move(out)};
 }
 
+// {"mode":"static"}, or with discovery on where it looks and whether the API server answers.
+std::string discovery_json(const RouterShared& shared) {
+    DiscoveryStatus d;
+    {
+        std::lock_guard lock(shared.discovery_mutex);
+        d = shared.discovery;
+    }
+    std::string out = "{\"mode\":";
+    append_json_string(out, d.mode);
+    if (d.mode != "static") {
+        out += ",\"namespace\":";
+        append_json_string(out, d.ns);
+        out += ",\"label_selector\":";
+        append_json_string(out, d.label_selector);
+        out += ",\"connected\":";
+        out += d.connected ? "true" : "false";
+        out += ",\"error\":";
+        if (d.error.empty()) out += "null";
+        else append_json_string(out, d.error);
+        out += ",\"pods\":" + std::to_string(d.pods);
+        out += ",\"since\":";
+        if (d.since < 0) out += "null";
+        else append_json_string(out, iso_utc(d.since) + "Z");
+    }
+    out += '}';
+    return out;
+}
+
 LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
     const std::size_t total = fleet.members.size();
     const std::size_t healthy = healthy_count(fleet);
@@ -117,6 +145,8 @@ LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
         const auto& h = m.health;
         out += "{\"url\":";
         append_json_string(out, m.config.url);
+        out += ",\"name\":";
+        append_json_string(out, m.config.name);
         out += ",\"healthy\":";
         out += m.healthy && !draining ? "true" : "false";
         out += ",\"state\":";
@@ -146,7 +176,8 @@ LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
     };
     for (const auto& m : fleet.members) server(m, false);
     for (const auto& m : fleet.draining) server(m, true);
-    out += "],\"config\":{";
+    out += "],\"discovery\":" + discovery_json(shared);
+    out += ",\"config\":{";
     out += "\"health_check_interval\":" + json_number(s.health_check_interval);
     out += ",\"health_check_timeout\":" + json_number(s.health_check_timeout);
     out += ",\"health_check_min_success_rate\":" + json_number(s.health_check_min_success_rate);
@@ -177,6 +208,8 @@ LocalAnswer load_stats_answer(const Fleet& fleet) {
         if (i) out += ',';
         out += "{\"url\":";
         append_json_string(out, m.config.url);
+        out += ",\"name\":";
+        append_json_string(out, m.config.name);
         out += ",\"current_load\":" + std::to_string(load);
         out += ",\"max_capacity\":" + std::to_string(capacity);
         out += ",\"available_capacity\":" + std::to_string(std::max<long>(0, capacity - load));

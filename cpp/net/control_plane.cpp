@@ -132,8 +132,8 @@ void ControlPlane::publish() {
             const ControlServer* c = find(m.state.get());
             const std::string why = c ? " (" + c->health.reason(now) + ")" : std::string();
             event(m.healthy ? 20 : 30, m.config.url,
-                  m.healthy ? "server " + m.config.url + " is healthy again: it takes traffic" + why
-                            : "server " + m.config.url + " is " + m.health.state + ": no traffic until it recovers" + why);
+                  m.healthy ? "server " + server_label(m.config) + " is healthy again: it takes traffic" + why
+                            : "server " + server_label(m.config) + " is " + m.health.state + ": no traffic until it recovers" + why);
         }
         healthy_now[m.state.get()] = m.healthy;
     }
@@ -232,7 +232,7 @@ void ControlPlane::health_cycle(std::function<void()> done) {
                                  c->health.on_check(monotonic_seconds(), ok, r.error ? settings_.health_check_timeout : r.seconds);
                                  if (!ok && shared_.debug_events.load(std::memory_order_relaxed)) {
                                      event(10, c->config.url,
-                                           "health check of " + c->config.url + " failed: " +
+                                           "health check of " + server_label(c->config) + " failed: " +
                                                (r.error ? r.error.message() : "HTTP " + std::to_string(r.status)) + " (" +
                                                std::to_string(c->health.consecutive_failures()) + " in a row)");
                                  }
@@ -315,7 +315,7 @@ void ControlPlane::on_scrape(ControlServer& c, const HttpGetResult& r) {
     if (!r.error && r.status == 200) m = parse_engine_metrics(r.body);
     if (!m) {
         if (c.scrape_failures == 0) {
-            event(30, c.config.url, "cannot read " + c.config.url + "/metrics (" +
+            event(30, c.config.url, "cannot read /metrics of " + server_label(c.config) + " (" +
                                         (r.error ? r.error.message() : "HTTP " + std::to_string(r.status)) +
                                         "): load is estimated from the router's own requests");
         }
@@ -336,8 +336,8 @@ void ControlPlane::on_scrape(ControlServer& c, const HttpGetResult& r) {
     const bool stats = m->has_load_series();
     if (stats != c.engine_stats) {
         event(stats ? 20 : 30, c.config.url,
-              stats ? c.config.url + "/metrics has vllm: load series again"
-                    : c.config.url + "/metrics has no vllm: load series (running, waiting, KV cache; an engine "
+              stats ? "/metrics of " + server_label(c.config) + " has vllm: load series again"
+                    : "/metrics of " + server_label(c.config) + " has no vllm: load series (running, waiting, KV cache; an engine "
                                      "started with --disable-log-stats?): its load is estimated from the "
                                      "router's own requests");
         c.engine_stats = stats;
@@ -357,7 +357,7 @@ void ControlPlane::schedule_scrape() {
 
 // A new configuration, already validated: servers are matched by canonical URL so that
 // their counters, health and pooled connections survive; removed ones drain.
-void ControlPlane::apply(Config config) {
+void ControlPlane::apply(Config config, ConfigChange change) {
     const bool logic_changed = config.settings.routing_logic != settings_.routing_logic;
     const bool health_timing_changed = config.settings.health_check_interval != settings_.health_check_interval;
     const bool scrape_timing_changed = config.settings.engine_stats_interval != settings_.engine_stats_interval;
@@ -367,9 +367,22 @@ void ControlPlane::apply(Config config) {
     bool discover = false;
     for (const auto& s : config.servers) {
         auto fresh = std::make_unique<ControlServer>(s, settings_);
-        auto it = std::find_if(servers_.begin(), servers_.end(), [&](const auto& c) { return c && c->key == fresh->key; });
+        auto same = [&](const auto& c) { return c && c->key == fresh->key; };
+        auto it = std::find_if(servers_.begin(), servers_.end(), same);
+        if (it == servers_.end()) {
+            // Back before its drain ended (a pod Ready again): the same counters, so that its
+            // requests still running count against it.
+            auto back = std::find_if(draining_.begin(), draining_.end(), same);
+            if (back != draining_.end()) {
+                event(20, s.url, "server " + server_label(s) + " is back in the fleet before its drain ended");
+                servers_.push_back(std::move(*back));
+                draining_.erase(back);
+                it = std::prev(servers_.end());
+            }
+        }
         if (it == servers_.end()) {
             discover = discover || s.models.empty();
+            event(20, s.url, "server " + server_label(s) + " joins the fleet");
             next.push_back(std::move(fresh));
             continue;
         }
@@ -385,12 +398,16 @@ void ControlPlane::apply(Config config) {
         kept->health.configure(settings_);
         next.push_back(std::move(kept));
     }
-    for (auto& c : servers_)
-        if (c) draining_.push_back(std::move(c));
+    for (auto& c : servers_) {
+        if (!c) continue;
+        event(20, c->config.url, "server " + server_label(c->config) +
+                                     " leaves the fleet: it drains (no new requests, those running finish)");
+        draining_.push_back(std::move(c));
+    }
     servers_ = std::move(next);
-    shared_.reloads_ok.fetch_add(1, std::memory_order_relaxed);
-    event(20, "", "configuration applied: " + std::to_string(servers_.size()) + " server(s), " +
-                      std::to_string(draining_.size()) + " draining");
+    (change == ConfigChange::reload ? shared_.reloads_ok : shared_.discovery_updates).fetch_add(1, std::memory_order_relaxed);
+    event(20, "", std::string(change == ConfigChange::reload ? "configuration applied: " : "discovered servers applied: ") +
+                      std::to_string(servers_.size()) + " server(s), " + std::to_string(draining_.size()) + " draining");
     publish();
     if (discover || health_timing_changed) {
         health_timer_.cancel();

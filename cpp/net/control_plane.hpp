@@ -43,8 +43,8 @@ public:
     // every answer is in. Then the periodic work: health, scrapes, the tick.
     void first_look(std::function<void()> done);
     void start_schedules();
-    // A new configuration, already validated.
-    void apply(Config config);
+    // A new configuration, already validated, from a reload of the file or from discovery.
+    void apply(Config config, ConfigChange change);
 
 private:
     void publish();

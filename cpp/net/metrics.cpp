@@ -185,6 +185,22 @@ std::string render_metrics(const RouterShared& shared) {
     header(out, "vllm_router_config_reloads_total", "counter", "Configuration reloads, by result.");
     sample(out, "vllm_router_config_reloads_total", "result=\"ok\"", static_cast<double>(shared.reloads_ok.load()));
     sample(out, "vllm_router_config_reloads_total", "result=\"error\"", static_cast<double>(shared.reloads_failed.load()));
+    {
+        DiscoveryStatus d;
+        {
+            std::lock_guard lock(shared.discovery_mutex);
+            d = shared.discovery;
+        }
+        if (d.mode != "static") {
+            header(out, "vllm_router_discovery_connected", "gauge",
+                   "1 while the last list or watch of pods reached the API server, else 0 (the last known pods serve).");
+            sample(out, "vllm_router_discovery_connected", "", d.connected ? 1 : 0);
+            header(out, "vllm_router_discovery_pods", "gauge", "Discovered pods in service (Running, Ready, with an IP).");
+            sample(out, "vllm_router_discovery_pods", "", d.pods);
+            header(out, "vllm_router_discovery_updates_total", "counter", "Server sets applied from discovery.");
+            sample(out, "vllm_router_discovery_updates_total", "", static_cast<double>(shared.discovery_updates.load()));
+        }
+    }
     header(out, "vllm_router_accept_errors_total", "counter", "Client connections the router could not accept (out of descriptors, mostly).");
     sample(out, "vllm_router_accept_errors_total", "", static_cast<double>(shared.accept_errors.load()));
     header(out, "vllm_router_fd_exhausted_total", "counter", "Connects, checks and scrapes that found no file descriptor left (the router's own shortage).");

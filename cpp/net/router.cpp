@@ -268,10 +268,20 @@ int Router::shutdown(double drain_seconds) { return impl_->shutdown(drain_second
 void Router::stop() { impl_->stop(); }
 std::uint16_t Router::port() const { return impl_->bound_port; }
 
-void Router::update_config(Config config) {
-    asio::post(impl_->control.ioc(), [impl = impl_.get(), config = std::move(config)]() mutable {
-        impl->control.apply(std::move(config));
+void Router::update_config(Config config, ConfigChange change) {
+    asio::post(impl_->control.ioc(), [impl = impl_.get(), config = std::move(config), change]() mutable {
+        impl->control.apply(std::move(config), change);
     });
+}
+
+void Router::set_discovery_status(DiscoveryStatus status) {
+    std::lock_guard lock(impl_->shared.discovery_mutex);
+    impl_->shared.discovery = std::move(status);
+}
+
+DiscoveryStatus Router::discovery_status() const {
+    std::lock_guard lock(impl_->shared.discovery_mutex);
+    return impl_->shared.discovery;
 }
 
 std::vector<LogEvent> Router::drain_events() { return impl_->shared.events.drain(); }

@@ -29,6 +29,20 @@ struct RouterOptions {
     std::string version = "0";
 };
 
+// What changed the server set: a reload of the file (counted as a reload) or discovery (pods).
+enum class ConfigChange { reload, discovery };
+
+// What discovery (src/vllm_router/discovery) last told the router, shown in /health and /metrics.
+struct DiscoveryStatus {
+    std::string mode = "static";  // static: no discovery, the rest is unused
+    std::string ns;               // the namespace watched
+    std::string label_selector;
+    bool connected = false;       // the last list or watch reached the API server
+    std::string error;            // why not, when not connected
+    int pods = 0;                 // pods in service now
+    double since = -1;            // unix seconds when `connected` last changed
+};
+
 struct RouterStats {
     std::uint64_t requests = 0;        // proxied requests finished (any outcome)
     std::uint64_t local_responses = 0; // answered by the router itself (admin, errors)
@@ -67,7 +81,9 @@ public:
 
     // Replaces the configuration (already validated): servers matched by URL keep their state,
     // new ones join, removed ones drain; settings and routing logic take effect at once.
-    void update_config(Config config);
+    void update_config(Config config, ConfigChange change = ConfigChange::reload);
+    void set_discovery_status(DiscoveryStatus status);
+    DiscoveryStatus discovery_status() const;
     // Counts a reload that was refused (the file had errors); the running config stays.
     void note_reload_failure();
 

@@ -146,6 +146,10 @@ struct RouterShared {
     std::array<std::atomic<std::uint64_t>, 4> upstream_errors_by_kind{};
     std::atomic<std::uint64_t> reloads_ok{0};
     std::atomic<std::uint64_t> reloads_failed{0};
+    std::atomic<std::uint64_t> discovery_updates{0};  // server sets applied from discovery
+    // Set by Python's discovery thread, read by /health and /metrics.
+    mutable std::mutex discovery_mutex;
+    DiscoveryStatus discovery;
     // The router's own troubles, never held against a server.
     std::atomic<std::uint64_t> accept_errors{0};   // accept() failed (out of descriptors, mostly)
     std::atomic<std::uint64_t> fd_exhausted{0};    // a connect or check found no descriptor left

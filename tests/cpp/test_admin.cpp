@@ -63,6 +63,49 @@ TEST(Admin, EndpointsAnswerFromTheFleetSnapshot) {
     EXPECT_EQ(backend.request_count(), 0u);
 }
 
+TEST(Admin, HealthShowsNamesAndWhatDiscoverySees) {
+    Backend backend;
+    TestRouter router({backend.url()});
+    simdjson::dom::parser parser;
+    // Without discovery: the mode alone.
+    simdjson::dom::element h = parser.parse(fetch(router, get("/health")).body);
+    EXPECT_EQ(std::string_view(h["discovery"]["mode"]), "static");
+    EXPECT_TRUE(h["discovery"]["connected"].error());
+    EXPECT_EQ(fetch(router, get("/metrics")).body.find("vllm_router_discovery_"), std::string::npos);
+
+    // A pod's name reaches /health and /load-stats; the discovery status reaches /health and /metrics.
+    Config config;
+    ServerConfig pod;
+    pod.url = backend.url();
+    pod.name = "vllm-0";
+    pod.models = {"m"};
+    config.servers.push_back(pod);
+    config.settings.service_discovery = "k8s";
+    router.router().update_config(config, ConfigChange::discovery);
+    router.router().set_discovery_status({"k8s", "gpu", "app=vllm", false, "connection refused", 1, 1.7e9});
+    EXPECT_TRUE(eventually([&] {
+        simdjson::dom::parser p;
+        simdjson::dom::element e = p.parse(fetch(router, get("/load-stats")).body);
+        return std::string_view(e["servers"].at(0)["name"]) == "vllm-0";
+    }));
+    h = parser.parse(fetch(router, get("/health")).body);
+    EXPECT_EQ(std::string_view(h["servers"].at(0)["name"]), "vllm-0");
+    const auto d = h["discovery"];
+    EXPECT_EQ(std::string_view(d["mode"]), "k8s");
+    EXPECT_EQ(std::string_view(d["namespace"]), "gpu");
+    EXPECT_EQ(std::string_view(d["label_selector"]), "app=vllm");
+    EXPECT_FALSE(d["connected"].get_bool().value());
+    EXPECT_EQ(std::string_view(d["error"]), "connection refused");
+    EXPECT_EQ(int64_t(d["pods"]), 1);
+    EXPECT_EQ(std::string_view(d["since"]), "2023-11-14T22:13:20Z");
+    const std::string metrics = fetch(router, get("/metrics")).body;
+    EXPECT_NE(metrics.find("vllm_router_discovery_connected 0"), std::string::npos);
+    EXPECT_NE(metrics.find("vllm_router_discovery_pods 1"), std::string::npos);
+    EXPECT_NE(metrics.find("vllm_router_discovery_updates_total 1"), std::string::npos);
+    // A change from discovery is not a reload of the file.
+    EXPECT_NE(metrics.find("vllm_router_config_reloads_total{result=\"ok\"} 0"), std::string::npos);
+}
+
 TEST(Admin, HealthIs503WhenNoServerIsHealthy) {
     Backend backend;
     backend.set_health(500);

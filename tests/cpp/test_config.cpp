@@ -53,8 +53,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         RuleCase{"minimal", kServer, nullptr, 0},
         RuleCase{"every_server_key", server_line("url = \"https://h/v\", max_concurrent_requests = 8, "
-                                                 "models = [\"m\"], weight = 2, api_key = \"k\""),
+                                                 "models = [\"m\"], weight = 2, api_key = \"k\", name = \"gpu-a\""),
                  nullptr, 0},
+        RuleCase{"name_number", server_line("url = \"http://h\", name = 1"), "name must be a string", 3},
         RuleCase{"bad_scheme", server_line("url = \"ftp://h:1\""), "only http:// and https://", 3},
         RuleCase{"no_scheme", server_line("url = \"gpu-1:8000\""), "must start with http://", 3},
         RuleCase{"no_host", server_line("url = \"http://:8000\""), "has no host", 3},
@@ -121,6 +122,14 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"string_for_bool", with_config("enable_active_health_check = \"yes\""), "true or false", 4},
         RuleCase{"unknown_logic", with_config("routing_logic = \"round-robin\""), "did you mean 'roundrobin'", 4},
         RuleCase{"prefix_aware_not_yet", with_config("routing_logic = \"prefix-aware\""), "not available yet", 4},
+        RuleCase{"discovery_k8s", with_config("service_discovery = \"k8s\"\nk8s_namespace = \"gpu\"\n"
+                                              "k8s_label_selector = \"app=vllm\"\nk8s_port = 8080"),
+                 nullptr, 0},
+        RuleCase{"discovery_typo", with_config("service_discovery = \"k8\""), "did you mean 'k8s'", 4},
+        RuleCase{"discovery_unknown", with_config("service_discovery = \"consul\""), "expected static or k8s", 4},
+        RuleCase{"k8s_port_zero", with_config("k8s_port = 0"), "port between 1 and 65535, got 0", 4},
+        RuleCase{"k8s_port_large", with_config("k8s_port = 70000"), "port between 1 and 65535", 4},
+        RuleCase{"k8s_port_string", with_config("k8s_port = \"8000\""), "must be a whole number", 4},
         RuleCase{"bad_session_key", with_config("session_key = \"x session\""), "HTTP header name", 4},
         RuleCase{"setting_typo", with_config("health_check_intervall = 3"), "did you mean 'health_check_interval'", 4},
         RuleCase{"unrelated_key_no_guess", with_config("colour = 3"), "unknown key 'colour'", 4},
@@ -150,6 +159,10 @@ TEST(Config, DefaultsMatchTheSpec) {
     EXPECT_EQ(s.routing_logic, "least-load");
     EXPECT_EQ(s.session_key, "x-session-id");
     EXPECT_EQ(s.max_request_body_mb, 64);
+    EXPECT_EQ(s.service_discovery, "static");
+    EXPECT_EQ(s.k8s_port, 8000);
+    EXPECT_EQ(s.k8s_namespace, "");
+    EXPECT_EQ(s.k8s_label_selector, "");
     ASSERT_EQ(r.config.servers.size(), 1u);
     EXPECT_EQ(r.config.servers[0].max_concurrent_requests, 3);
     EXPECT_EQ(r.config.servers[0].weight, 1.0);
@@ -161,7 +174,7 @@ TEST(Config, ReadsServerFields) {
         "[servers]\nservers = [\n"
         "  { url = \"http://gpu-1:8081\", max_concurrent_requests = 8 },\n"
         "  { url = \"https://[::1]:9000/v/\", max_concurrent_requests = 4, models = [\"llama\", \"qwen\"],"
-        " weight = 2.5, api_key = \"sk-1\" },\n]\n");
+        " weight = 2.5, api_key = \"sk-1\", name = \"gpu-b\" },\n]\n");
     ASSERT_TRUE(r.ok()) << all_errors(r);
     ASSERT_EQ(r.config.servers.size(), 2u);
     const auto& a = r.config.servers[0];
@@ -174,6 +187,10 @@ TEST(Config, ReadsServerFields) {
     EXPECT_EQ(b.parts.host, "::1");
     EXPECT_EQ(b.parts.port, 9000);
     EXPECT_EQ(b.parts.base_path, "/v");
+    EXPECT_EQ(a.name, "");
+    EXPECT_EQ(b.name, "gpu-b");
+    EXPECT_EQ(server_label(a), "http://gpu-1:8081");
+    EXPECT_EQ(server_label(b), "gpu-b (https://[::1]:9000/v/)");
     EXPECT_EQ(b.models, (std::vector<std::string>{"llama", "qwen"}));
     EXPECT_EQ(b.weight, 2.5);
     EXPECT_EQ(b.api_key, "sk-1");
@@ -252,6 +269,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         ValidateCase{"valid", [](Config&) {}, nullptr},
         ValidateCase{"no_servers", [](Config& c) { c.servers.clear(); }, "servers"},
+        // With discovery on, the pods may be the whole fleet.
+        ValidateCase{"no_servers_with_discovery",
+                     [](Config& c) {
+                         c.servers.clear();
+                         c.settings.service_discovery = "k8s";
+                     },
+                     nullptr},
+        ValidateCase{"discovery", [](Config& c) { c.settings.service_discovery = "dns"; }, "config.service_discovery"},
+        ValidateCase{"k8s_port", [](Config& c) { c.settings.k8s_port = 65536; }, "config.k8s_port"},
         ValidateCase{"bad_url", [](Config& c) { c.servers[0].url = "gpu:1"; }, "servers[0].url"},
         ValidateCase{"capacity", [](Config& c) { c.servers[0].max_concurrent_requests = 0; },
                      "servers[0].max_concurrent_requests"},
@@ -273,6 +299,7 @@ TEST(Config, NoServersMessageSaysWhatToDo) {
     auto errors = validate_config(Config{}, true);
     ASSERT_EQ(errors.size(), 1u);
     EXPECT_NE(errors[0].message.find("--static-backends"), std::string::npos);
+    EXPECT_NE(errors[0].message.find("--service-discovery k8s"), std::string::npos);
     EXPECT_NE(errors[0].message.find("vllm-router demo"), std::string::npos);
     EXPECT_TRUE(validate_config(Config{}, false).empty());
 }
@@ -324,13 +351,15 @@ TEST(ClosestMatch, SuggestsOnlyLikelyTypos) {
 
 TEST(Config, SettingSpecsCoverEverySettingAndRenderValues) {
     Settings s;
-    ASSERT_EQ(setting_specs().size(), 26u);
+    ASSERT_EQ(setting_specs().size(), 30u);
     EXPECT_EQ(setting_value(s, "callback_timeout"), "30");
     for (const auto& spec : setting_specs())
-        if (spec.name != "body_spool_dir") EXPECT_FALSE(setting_value(s, spec.name).empty()) << spec.name;
+        if (spec.name != "body_spool_dir" && spec.name != "k8s_namespace" && spec.name != "k8s_label_selector")
+            EXPECT_FALSE(setting_value(s, spec.name).empty()) << spec.name;
     EXPECT_EQ(setting_value(s, "health_check_min_success_rate"), "0.8");
     EXPECT_EQ(setting_value(s, "enable_active_health_check"), "true");
     EXPECT_EQ(setting_value(s, "routing_logic"), "least-load");
+    EXPECT_EQ(setting_value(s, "k8s_port"), "8000");
 }
 
 }  // namespace
