@@ -39,6 +39,7 @@ class RoutingLogic(str, enum.Enum):
 
 class ServiceDiscovery(str, enum.Enum):
     static = "static"
+    k8s = "k8s"
 
 
 class LogFormat(str, enum.Enum):
@@ -110,8 +111,23 @@ def run(
     reload: Annotated[bool, typer.Option("--reload", show_default="off",
                                          help="Restart on code change (development).")] = False,
     service_discovery: Annotated[
-        ServiceDiscovery, typer.Option(envvar="SERVICE_DISCOVERY", help="Where the servers come from.")
-    ] = ServiceDiscovery.static,
+        Optional[ServiceDiscovery], typer.Option(
+            envvar="SERVICE_DISCOVERY", show_default=f"the file's service_discovery, else {_DEFAULTS.service_discovery}",
+            help="Where servers come from besides the file: k8s also follows the pods that match.")
+    ] = None,
+    k8s_namespace: Annotated[
+        Optional[str], typer.Option(envvar="K8S_NAMESPACE", show_default="the router pod's own, else default",
+                                    help="Namespace of the pods (with --service-discovery k8s).")
+    ] = None,
+    k8s_label_selector: Annotated[
+        Optional[str], typer.Option(envvar="K8S_LABEL_SELECTOR", show_default="the file's k8s_label_selector, else all pods",
+                                    help="Label selector of the pods, as kubectl -l (app=vllm,tier!=test).")
+    ] = None,
+    k8s_port: Annotated[
+        Optional[int], typer.Option(envvar="K8S_PORT", min=1, max=65535,
+                                    show_default=f"the file's k8s_port, else {_DEFAULTS.k8s_port}",
+                                    help="Port of vLLM in each pod.")
+    ] = None,
     static_backends: Annotated[
         Optional[str], typer.Option(envvar="STATIC_BACKENDS", show_default="the file's servers",
                                     help="Comma-separated server URLs; replaces the file's servers.")
@@ -187,6 +203,10 @@ def run(
                 "health_check_interval": health_check_interval,
                 "config_reload_interval": config_reload_interval,
                 "request_timeout": request_timeout,
+                "service_discovery": service_discovery.value if service_discovery else None,
+                "k8s_namespace": k8s_namespace,
+                "k8s_label_selector": k8s_label_selector,
+                "k8s_port": k8s_port,
             },
             static_backends=split_list(static_backends),
             static_models=split_list(static_models),
@@ -234,32 +254,49 @@ def run(
 
     # The signal handlers go in before the router starts: a signal in between is not lost.
     tracer = None
+    discovery = None
+    from vllm_router.discovery import Discovery, DiscoveryError, ServerSet
 
     def prepare(router: object) -> None:
-        nonlocal tracer
+        nonlocal tracer, discovery
         if traces_endpoint:
             from vllm_router.tracing import Tracer
 
             tracer = Tracer(router, traces_endpoint, otlp_traces_sample_ratio).start()
+        # Before the router listens: /health tells of discovery from the first request on, and
+        # the pods listed by then are in the router's first look at its servers.
+        discovery = Discovery(router, ServerSet(router, resolved.config))
+        discovery.follow(resolved.config.settings)
 
     with stop_signals() as stop:
         try:
             router = start_router(resolved.config, host, port, threads or usable_cpus(), prepare)
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, DiscoveryError) as e:
+            if discovery:
+                discovery.stop()
             if tracer:
                 tracer.stop()
-            err.print(f"cannot start: {e}" if isinstance(e, RuntimeError) else str(e), markup=False)
+            err.print(str(e) if isinstance(e, ValueError) else f"cannot start: {e}", markup=False)
             raise typer.Exit(1)
+        assert discovery is not None
+        servers = discovery.servers
         # Access events cost a little per request: none are made when the level hides them.
         router.set_access_events(logging.getLogger("vllm_router.access").isEnabledFor(logging.INFO))
         router.set_debug_events(logging.getLogger("vllm_router.core").isEnabledFor(logging.DEBUG))
         pump = EventPump(router.drain_events).start()
         n = len(resolved.config.servers)
+        discovering = resolved.config.settings.service_discovery != "static"
+        plus = " and the pods discovered" if discovering else ""
         logging.getLogger("vllm_router").info(
-            "vllm-router %s listening on http://%s:%d with %d server(s)", __version__, host, router.port, n)
+            "vllm-router %s listening on http://%s:%d with %d server(s)%s", __version__, host, router.port, n, plus)
         if not logs_on_stdout:  # otherwise the record above says it, in the logs' own format
             out.print(f"vllm-router {__version__} listening on http://{host}:{router.port} "
-                      f"({n} server{'s' if n != 1 else ''})", markup=False)
+                      f"({n} server{'s' if n != 1 else ''}{plus})", markup=False)
+
+        def apply(config: object) -> None:
+            servers.set_config(config)
+            discovery.follow(config.settings)  # type: ignore[attr-defined]
+
         from vllm_router.reload import ConfigWatcher, install_sighup
 
         runner = None
@@ -269,7 +306,7 @@ def run(
             runner = CallbackRunner(router, handler).start()
 
         watcher = ConfigWatcher(router, resolved.config_path, resolve_now,
-                                resolved.config.settings.config_reload_interval).start()
+                                resolved.config.settings.config_reload_interval, apply).start()
         restore_sighup = install_sighup(watcher)
         from vllm_router.dashboard import Dashboard, StatsLogger, echo_stats_to_stdout, should_show_dashboard
 
@@ -294,6 +331,7 @@ def run(
                 runner.stop()
             restore_sighup()
             watcher.stop()
+            discovery.stop()
             if tracer:
                 tracer.stop()
             pump.stop()
@@ -328,11 +366,12 @@ def check_config(
         raise typer.Exit(1)
 
     servers = Table(title=f"Servers in {config}", title_justify="left")
-    for col in ("url", "capacity", "weight", "models", "api key"):
+    for col in ("url", "name", "capacity", "weight", "models", "api key"):
         servers.add_column(col)
     for s in resolved.config.servers:
         servers.add_row(
             s.url,
+            s.name,
             str(s.max_concurrent_requests),
             f"{s.weight:g}",
             ", ".join(s.models) or "(discovered)",
@@ -356,7 +395,9 @@ def check_config(
         if down:
             err.print(f"{len(down)} of {len(results)} servers unreachable", markup=False)
             raise typer.Exit(1)
-    out.print(f"configuration OK: {len(resolved.config.servers)} servers", markup=False)
+    discovered = " (and the pods that --service-discovery k8s finds at run time)" \
+        if resolved.config.settings.service_discovery != "static" else ""
+    out.print(f"configuration OK: {len(resolved.config.servers)} servers{discovered}", markup=False)
 
 
 @app.command()

@@ -89,6 +89,7 @@ class ServerView:
     capacity: int
     qps: float
     ttft: float  # 0 when the window holds no streamed answer
+    name: str = ""  # a discovered pod's name, or the file's `name`
 
     @property
     def utilization(self) -> float:
@@ -106,7 +107,9 @@ class ServerView:
 
     @property
     def short_name(self) -> str:
-        return self.url.split("://", 1)[-1].rstrip("/")
+        """`vllm-0 10.1.2.3:8000` for a named server (a pod: its name and IP), else `host:port`."""
+        address = self.url.split("://", 1)[-1].rstrip("/")
+        return f"{self.name} {address}" if self.name else address
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ def fleet_view(backends: Backends, request_stats: RequestStats, router_stats: Ro
             capacity=int(_finite(b.get("capacity"))),
             qps=_finite(rs.get("qps")),
             ttft=_finite(rs.get("avg_ttft")),
+            name=str(b.get("name") or ""),
         ))
     return FleetView(servers, router_stats)
 
@@ -224,7 +228,7 @@ def render_dashboard(
             status.append(f" {NO_ENGINE_STATS}", style="yellow")
         table.add_row(
             clock,
-            Text(s.url),
+            Text(f"{s.name} {s.url}" if s.name else s.url),
             Text(s.models or dash),
             _num(s.running) if s.scraped else dash,
             _num(s.waiting) if s.scraped else dash,
@@ -236,7 +240,7 @@ def render_dashboard(
             style="strike dim" if not s.healthy else None,
         )
     if not fleet.servers:
-        table.add_row(clock, Text("no servers configured", style="dim"), *[""] * 8)
+        table.add_row(clock, Text("no servers configured or discovered", style="dim"), *[""] * 8)
 
     return Panel(Group(table, Text(""), _footer(router_stats)), title=_title(fleet), title_align="left",
                  border_style="blue")

@@ -28,8 +28,11 @@ class ConfigWatcher:
         path: Path,
         resolve_again: Callable[[], Resolved],
         interval: float,
+        apply: Callable[[Any], None] | None = None,
     ) -> None:
         self._router = router
+        # Where a valid configuration goes: the server set (discovery/fleet.py) in `run`.
+        self._apply = apply or router.update_config
         self._path = Path(path)
         self._resolve = resolve_again
         self._interval = interval
@@ -91,7 +94,10 @@ class ConfigWatcher:
                     self._path, len(resolved.errors), "\n  ".join(resolved.errors),
                 )
             return False
-        self._router.update_config(resolved.config)
+        try:
+            self._apply(resolved.config)
+        except Exception:  # noqa: BLE001 - e.g. discovery that cannot restart: the rest applies
+            log.exception("applying the new configuration in %s failed in part", self._path)
         self.reloads += 1
         self._interval = resolved.config.settings.config_reload_interval
         log.info("reloaded %s: %d server(s)", self._path, len(resolved.config.servers))

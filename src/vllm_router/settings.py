@@ -24,6 +24,10 @@ SETTING_FLAGS: dict[str, str] = {
     "request_stats_window": "--request-stats-window",
     "routing_logic": "--routing-logic",
     "session_key": "--session-key",
+    "service_discovery": "--service-discovery",
+    "k8s_namespace": "--k8s-namespace",
+    "k8s_label_selector": "--k8s-label-selector",
+    "k8s_port": "--k8s-port",
 }
 
 
@@ -59,7 +63,7 @@ def resolve(
 
     ``overrides`` maps [config] keys to values; ``None`` values mean "not given" and are ignored.
     With ``static_backends`` the servers come from them and the file (if present) still supplies
-    the settings; without them a missing file is an error.
+    the settings; without them (and without discovery asked for) a missing file is an error.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(overrides) - set(SETTING_FLAGS)
@@ -69,7 +73,9 @@ def resolve(
     config_path = Path(config_path)
     errors: list[str] = []
     file_used = False
-    if config_path.exists() or not static_backends:
+    # Pods may be the whole fleet: with discovery asked for on the command line, no file is needed.
+    discovering = overrides.get("service_discovery", "static") != "static"
+    if config_path.exists() or not (static_backends or discovering):
         config, file_errors = _core.load_config(str(config_path))
         file_used = config_path.exists()
         if not file_used and not static_backends:
@@ -147,6 +153,7 @@ def effective_dict(config: Any, **extra: Any) -> dict[str, Any]:
             "models": list(s.models),
             "weight": s.weight,
             "api_key": "***" if s.api_key else "",
+            "name": s.name,
         }
         for s in config.servers
     ]

@@ -27,7 +27,8 @@ ROUTER_ENV_VARS = (
     "HEALTH_CHECK_INTERVAL", "CONFIG_RELOAD_INTERVAL", "REQUEST_TIMEOUT", "LOG_FORMAT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER_ARG", "SERVICE_DISCOVERY", "STATIC_BACKENDS",
     "STATIC_MODELS", "ROUTING_LOGIC", "SESSION_KEY", "ENGINE_STATS_INTERVAL", "REQUEST_STATS_WINDOW",
-    "LOG_STATS", "LOG_STATS_INTERVAL", "CALLBACKS", "THREADS",
+    "LOG_STATS", "LOG_STATS_INTERVAL", "CALLBACKS", "THREADS", "K8S_NAMESPACE", "K8S_LABEL_SELECTOR", "K8S_PORT",
+    "KUBECONFIG",
 )
 REPO = Path(__file__).resolve().parents[2]
 
@@ -400,9 +401,10 @@ def test_print_config_masks_api_keys_and_shows_file_values():
     assert "sk-secret" not in result.output
     cfg = json.loads(result.stdout)
     assert cfg["servers"] == [
-        {"url": "http://gpu-1:8081", "max_concurrent_requests": 8, "models": [], "weight": 1.0, "api_key": ""},
+        {"url": "http://gpu-1:8081", "max_concurrent_requests": 8, "models": [], "weight": 1.0, "api_key": "",
+         "name": ""},
         {"url": "http://gpu-2:8081", "max_concurrent_requests": 4, "models": ["llama-3.1-8b"], "weight": 1.0,
-         "api_key": "***"},
+         "api_key": "***", "name": ""},
     ]
     assert cfg["config"]["routing_logic"] == "roundrobin"
     assert cfg["config"]["max_retries"] == 3
@@ -582,7 +584,7 @@ def test_run_static_backends_replace_the_file_servers_but_keep_its_settings():
     [
         ["--routing-logic", "fastest"],
         ["--routing-logic", "prefix-aware"],  # not scheduled yet: left out of the CLI (SPEC §1)
-        ["--service-discovery", "k8s"],  # idem
+        ["--service-discovery", "consul"],
         ["--log-level", "LOUD"],
     ],
 )
@@ -598,3 +600,28 @@ def test_run_unknown_option_is_a_usage_error():
     result = invoke("run", "--request-timout", "3")
     assert result.exit_code == 2
     assert "No such option" in result.output
+
+
+def test_discovery_needs_no_servers_and_takes_its_flags_and_env():
+    # No file at all: the pods may be the whole fleet.
+    result = invoke("run", "--print-config", "--service-discovery", "k8s", "--k8s-label-selector", "app=vllm",
+                    env={"K8S_PORT": "9000", "K8S_NAMESPACE": "gpu"})
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.stdout)
+    assert cfg["servers"] == []
+    assert {k: cfg["config"][k] for k in ("service_discovery", "k8s_namespace", "k8s_label_selector", "k8s_port")} \
+        == {"service_discovery": "k8s", "k8s_namespace": "gpu", "k8s_label_selector": "app=vllm", "k8s_port": 9000}
+    # Without discovery an empty fleet is still the error that says what to do.
+    result = invoke("run", "--print-config")
+    assert result.exit_code == 1
+
+
+def test_check_config_accepts_an_empty_server_list_with_discovery():
+    write("servers.toml", '[config]\nservice_discovery = "k8s"\nk8s_label_selector = "app=vllm"\n')
+    result = invoke("check-config")
+    assert result.exit_code == 0, result.output
+    assert "configuration OK: 0 servers (and the pods" in result.output
+    write("servers.toml", '[config]\nservice_discovery = "k8s"\nk8s_port = 0\n')
+    result = invoke("check-config")
+    assert result.exit_code == 1
+    assert "servers.toml:3:12: config.k8s_port: k8s_port must be a port between 1 and 65535, got 0" in result.output

@@ -356,3 +356,13 @@ def test_full_screen_dashboard_in_a_real_terminal(tmp_path: Path):
         assert "healthy" not in after, hint  # the alternate screen is gone: the terminal is restored
     finally:
         subprocess.run([*tmux, "kill-server"], env=env, capture_output=True, timeout=5)
+
+
+def test_a_discovered_pod_is_shown_by_its_name_and_address():
+    pod = {**backend("http://10.1.2.3:8000", in_flight=1), "name": "vllm-0"}
+    text, _ = rendered([pod, backend("http://10.0.0.9:8000")], {}, {})
+    assert "vllm-0 http://10.1.2.3:8000" in row_of(text, "10.1.2.3")
+    assert "http://10.0.0.9:8000" in row_of(text, "10.0.0.9")
+    line = stats_line([pod], {}, {})
+    assert "| vllm-0 10.1.2.3:8000: 1/4 ok" in line
+    assert "no servers configured or discovered" in rendered([], {}, {})[0]

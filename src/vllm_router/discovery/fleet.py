@@ -1,0 +1,67 @@
+"""The server set the router runs with: the configuration's own servers (the file's, or
+--static-backends) and, with discovery on, the pods in service. Either side may change at any
+time (a reload, a pod event); each change hands the router the whole set, which it applies as a
+reload does: servers that stay keep their state, new ones join, removed ones drain.
+
+A pod whose URL is also a configured server's is left to the configuration (said once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from vllm_router import _core
+from vllm_router.discovery.pods import PodServer
+
+log = logging.getLogger("vllm_router.discovery")
+
+
+def _address(server: Any) -> tuple[str, str, int]:
+    parts = server.parts
+    return (parts.scheme, parts.host.lower(), parts.port)
+
+
+class ServerSet:
+    def __init__(self, router: Any, config: Any) -> None:
+        self._router = router
+        self._config = config
+        self._pods: dict[str, PodServer] = {}
+        self._lock = threading.Lock()  # one update at a time: the file's and the pods' interleave
+        self._shadowed: set[str] = set()
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    def set_config(self, config: Any) -> None:
+        """A new configuration (a reload of the file)."""
+        with self._lock:
+            self._config = config
+            self._router.update_config(self._merged(), discovered=False)
+
+    def set_pods(self, pods: dict[str, PodServer]) -> None:
+        """The pods in service now (discovery)."""
+        with self._lock:
+            if pods == self._pods:
+                return
+            self._pods = dict(pods)
+            self._router.update_config(self._merged(), discovered=True)
+
+    def _merged(self) -> Any:
+        merged = _core.Config()
+        merged.settings = self._config.settings
+        servers = list(self._config.servers)
+        configured = {_address(s) for s in servers}
+        for name in sorted(self._pods):
+            server = self._pods[name].server_config()
+            if _address(server) in configured:
+                if name not in self._shadowed:
+                    self._shadowed.add(name)
+                    log.warning("pod %s (%s) is also a configured server: the configuration's entry is used",
+                                name, server.url)
+                continue
+            servers.append(server)
+        merged.servers = servers
+        return merged
