@@ -20,12 +20,15 @@ from conftest import free_port, podman, status_of, wait_for
 class Container:
     """`podman run` in the foreground, so that its stdout and stderr are the container's own."""
 
-    def __init__(self, image: str, env: dict[str, str], args: list[str] | None = None) -> None:
+    def __init__(self, image: str, env: dict[str, str], args: list[str] | None = None,
+                 volumes: dict[str, str] | None = None) -> None:
         self.name = f"vllm-router-test-{uuid.uuid4().hex[:8]}"
         self.port = int(env["PORT"])
         cmd = ["podman", "run", "--name", self.name, "--runtime", "runc", "--network=host", "--read-only"]
         for k, v in env.items():
             cmd += ["-e", f"{k}={v}"]
+        for host, inside in (volumes or {}).items():
+            cmd += ["-v", f"{host}:{inside}:ro"]
         self.proc = subprocess.Popen([*cmd, image, *(args or [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.stdout: list[str] = []
@@ -45,8 +48,11 @@ class Container:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self) -> None:
-        wait_for(lambda: self.proc.poll() is None and status_of(self.url + "/readyz") == 200, 60,
-                 f"the container's /readyz (stderr: {self.stderr[-5:]})")
+        try:
+            wait_for(lambda: self.proc.poll() is None and status_of(self.url + "/readyz") == 200, 60,
+                     "the container's /readyz")
+        except AssertionError as e:
+            raise AssertionError(f"{e} (stdout: {self.stdout[-8:]}, stderr: {self.stderr[-5:]})") from None
 
     def wait_exit(self, timeout: float) -> int:
         code = self.proc.wait(timeout=timeout)
@@ -62,9 +68,10 @@ class Container:
 def container(image, sim_engine):
     made: list[Container] = []
 
-    def make(engine_port: int, args: list[str] | None = None, **env: str) -> Container:
+    def make(engine_port: int, args: list[str] | None = None, volumes: dict[str, str] | None = None,
+             **env: str) -> Container:
         env = {"VLLM_SERVER_URL": f"http://127.0.0.1:{engine_port}", "PORT": str(free_port()), **env}
-        c = Container(image, env, args)
+        c = Container(image, env, args, volumes)
         made.append(c)
         return c
 
@@ -144,3 +151,53 @@ def test_run_options_after_the_image_name_reach_the_router(container, sim_engine
                    "check-config", check=False)
     assert check.returncode == 0, check.stderr
     assert "http://gpu-1:8000" in check.stdout
+
+
+def test_in_a_pod_the_image_follows_the_pods_with_its_service_account(container, sim_engine, tmp_path):
+    """What a pod of deploy/k8s-discovery meets: the in-cluster client (KUBERNETES_SERVICE_HOST,
+    the service account's token, CA and namespace files at their fixed path) against an HTTPS API
+    server that refuses requests without the token; a servers.toml with no servers."""
+    from support.certs import make_server_cert
+    from support.kube_api import KubeAPI
+
+    cert = make_server_cert(tmp_path / "tls")
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token")
+    (account / "ca.crt").write_bytes(cert.ca.read_bytes())
+    (account / "namespace").write_text("gpu")
+    for f in account.iterdir():
+        f.chmod(0o644)  # the container's user (10001) reads them, as a projected volume allows
+    (tmp_path / "servers.toml").write_text("[servers]\nservers = []\n")
+    (tmp_path / "servers.toml").chmod(0o644)
+    tmp_path.chmod(0o755)
+    api = KubeAPI(namespace="gpu", tls=(cert.cert, cert.key), token="pod-token").start()
+    try:
+        port = free_port()
+        engines = [sim_engine(model="tiny", host=f"127.0.0.{21 + i}", port=port) for i in range(2)]
+        api.add_pod("vllm-0", "127.0.0.21")
+        api.add_pod("vllm-1", "127.0.0.22", ready=False)
+        c = container(0, volumes={str(account): "/var/run/secrets/kubernetes.io/serviceaccount",
+                                  str(tmp_path / "servers.toml"): "/app/servers.toml"},
+                      SERVICE_DISCOVERY="k8s", K8S_LABEL_SELECTOR="app=vllm", K8S_PORT=str(port),
+                      KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(api.port),
+                      HEALTH_CHECK_INTERVAL="0.5")
+        c.wait_ready()
+        health = httpx.get(c.url + "/health", timeout=5).json()
+        assert health["discovery"] == {**health["discovery"], "mode": "k8s", "namespace": "gpu", "connected": True,
+                                       "pods": 1}
+        assert [s["name"] for s in health["servers"]] == ["vllm-0"]
+        api.set_ready("vllm-1", True)
+        wait_for(lambda: len(httpx.get(c.url + "/health", timeout=5).json()["servers"]) == 2, 10, "the second pod")
+        for _ in range(10):
+            r = httpx.post(c.url + "/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2},
+                           timeout=30)
+            assert r.status_code == 200
+        assert all(e.stats()["requests"] > 0 for e in engines)
+        assert "unauthorized" not in api.requests
+        c.proc.terminate()
+        assert c.wait_exit(timeout=40) == 0
+        messages = [json.loads(line)["message"] for line in c.stdout if line.startswith("{")]
+        assert any(m.startswith("following the pods in gpu (selector 'app=vllm')") for m in messages), messages[-20:]
+    finally:
+        api.stop()

@@ -197,3 +197,62 @@ def test_chart_and_kustomize_base_agree(rendered):
     assert values["replicaCount"] == by_kind(rendered, "Deployment")["spec"]["replicas"]
     assert values["terminationGracePeriodSeconds"] == by_kind(rendered, "Deployment")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"]
+
+
+def kustomize(folder) -> list[dict]:
+    out = subprocess.run([shutil.which("kubectl"), "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_the_rbac_grants_exactly_what_the_pod_watch_needs(rendered):
+    role = by_kind(rendered, "Role")
+    assert role["metadata"]["namespace"] == "vllm-router"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    binding = by_kind(rendered, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    account = by_kind(rendered, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": "vllm-router"}]
+    spec = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert account.get("automountServiceAccountToken") is True  # the in-cluster client reads its token
+
+
+def test_the_discovery_overlay_follows_pods_with_an_empty_server_list(tmp_path):
+    objects = kustomize(DEPLOY / "k8s-discovery")
+    container = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["SERVICE_DISCOVERY"], env["K8S_LABEL_SELECTOR"], env["K8S_PORT"]) == ("k8s", "app=vllm", "8000")
+    # The router takes that configuration: the file with no servers, discovery from the environment.
+    toml = by_kind(objects, "ConfigMap")["data"]["servers.toml"]
+    (tmp_path / "servers.toml").write_text(toml)
+    from vllm_router.settings import resolve
+
+    resolved = resolve(tmp_path / "servers.toml", overrides={"service_discovery": "k8s", "k8s_port": 8000,
+                                                             "k8s_label_selector": "app=vllm"})
+    assert resolved.ok, resolved.errors
+    assert list(resolved.config.servers) == []
+    assert not resolve(tmp_path / "servers.toml").ok  # without discovery an empty list is refused
+    assert by_kind(objects, "Role")["rules"][0]["verbs"] == ["get", "list", "watch"]
+
+
+def test_the_chart_switches_discovery_on_with_a_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    on = {**values, "discovery": {"mode": "k8s", "namespace": "", "labelSelector": "app=vllm", "port": 8000},
+          "config": {**values["config"], "servers": []}}
+    jsonschema.validate(on, schema)
+    templates = chart_templates()
+    deployment = templates["deployment.yaml"]
+    block = deployment[deployment.index('{{- if eq .Values.discovery.mode "k8s" }}'):]
+    block = block[:block.index("{{- end }}")]
+    for name, value in (("K8S_NAMESPACE", ".Values.discovery.namespace | default .Release.Namespace"),
+                        ("K8S_LABEL_SELECTOR", ".Values.discovery.labelSelector"),
+                        ("K8S_PORT", ".Values.discovery.port")):
+        assert re.search(rf"- name: {name}\n\s+value: {{{{ {re.escape(value)} \| quote }}}}", block), name
+    # The Role only with discovery on, and only the verbs the watch needs.
+    rbac = templates["rbac.yaml"]
+    assert '{{- if and .Values.rbac.create (eq .Values.discovery.mode "k8s") }}' in rbac
+    assert 'verbs: ["get", "list", "watch"]' in rbac and 'resources: ["pods"]' in rbac
