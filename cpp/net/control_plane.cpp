@@ -375,6 +375,9 @@ void ControlPlane::apply(Config config, ConfigChange change) {
             auto back = std::find_if(draining_.begin(), draining_.end(), same);
             if (back != draining_.end()) {
                 event(20, s.url, "server " + server_label(s) + " is back in the fleet before its drain ended");
+                // Answers to checks and scrapes sent before it drained found no server to
+                // update (by_key looks at servers_ only): their flags would stay set for good.
+                (*back)->checking = (*back)->scraping = (*back)->probing = false;
                 servers_.push_back(std::move(*back));
                 draining_.erase(back);
                 it = std::prev(servers_.end());

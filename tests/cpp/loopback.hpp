@@ -272,6 +272,8 @@ public:
         return static_cast<int>(open_.size());
     }
     void set_health(int status) { health_status_ = status; }
+    // How long GET /health takes to answer (a slow server).
+    void set_health_delay(std::chrono::milliseconds delay) { health_delay_ms_ = static_cast<int>(delay.count()); }
 
     static void answer(const Socket& s, int status, std::string_view body,
                        std::string_view extra_headers = {}, std::string_view type = "application/json") {
@@ -305,7 +307,10 @@ private:
             if (!req) break;
             const std::string target = req->target();
             if (req->method() == "GET" && (target == "/health" || target == "/v1/models" || target == "/metrics")) {
-                if (target == "/health") answer(s, health_status_.load(), "{}");
+                if (target == "/health") {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(health_delay_ms_.load()));
+                    answer(s, health_status_.load(), "{}");
+                }
                 else if (target == "/v1/models") answer(s, 200, R"({"object":"list","data":[{"id":"m","object":"model"}]})");
                 else answer(s, 200, "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n", {}, "text/plain");
                 continue;
@@ -327,6 +332,7 @@ private:
     std::atomic<bool> stopped_{false};
     std::atomic<int> connections_{0};
     std::atomic<int> health_status_{200};
+    std::atomic<int> health_delay_ms_{0};
     mutable std::mutex mutex_;
     std::vector<std::thread> conns_;
     std::vector<int> open_;

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import free_port, wait_until
 from support import Load
-from support.kube_api import KubeAPI
+from support.kube_api import KubeAPI, make_pod
 from vllm_router.discovery import Discovery, ServerSet
 from vllm_router.discovery.watch import PodWatcher
 
@@ -120,7 +120,9 @@ def gets_traffic(engine: Any) -> Callable[[], bool]:
 
 
 def no_more_traffic(engine: Any, quiet: float = 0.4) -> bool:
-    """True when the engine got no new request for `quiet` seconds."""
+    """True when the engine got no new request for `quiet` seconds (after a moment for requests
+    routed from the snapshot before the change to arrive)."""
+    time.sleep(0.1)
     before = engine.stats()["requests"]
     time.sleep(quiet)
     return engine.stats()["requests"] == before
@@ -177,18 +179,25 @@ def test_traffic_follows_the_pods_and_no_request_fails_while_one_drains(kube, po
     assert [s["name"] for s in load_stats["servers"]] == ["vllm-d"]
 
 
-def test_annotations_set_a_pods_capacity_weight_and_models_and_a_bad_one_is_named(kube, pods, router_process):
+def test_annotations_set_a_pods_capacity_weight_and_models_and_a_bad_one_is_named(kube, pods, router_process,
+                                                                                   engine_factory, tmp_path):
     port_k8s, engine = pods
     engine(0)
     engine(1)
+    static = engine_factory()
     kube.add_pod("big", ip(0), annotations={"vllm-router.io/max-concurrent-requests": "12",
                                             "vllm-router.io/weight": "2", "vllm-router.io/models": MODEL})
     kube.add_pod("odd", ip(1), annotations={"vllm-router.io/max-concurrent-requests": "lots"})
-    port, proc, log = router_process(kube, port_k8s)
+    # The file's servers are served beside the pods.
+    config = tmp_path / "servers.toml"
+    config.write_text(f'[servers]\nservers = [{{ url = "http://127.0.0.1:{static.port}", name = "static-gpu" }}]\n')
+    port, proc, log = router_process(kube, port_k8s, "--config", str(config))
+    assert wait_until(lambda: len(_get(port, "/load-stats").json()["servers"]) == 3, timeout=5)
     servers = {s["name"]: s for s in _get(port, "/load-stats").json()["servers"]}
     assert servers["big"]["max_capacity"] == 12 and servers["odd"]["max_capacity"] == 3
+    assert servers["static-gpu"]["url"] == f"http://127.0.0.1:{static.port}"
     assert {s["name"]: s["supported_models"] for s in _get(port, "/health").json()["servers"]} == \
-        {"big": [MODEL], "odd": [MODEL]}  # odd's discovered from its /v1/models
+        {"big": [MODEL], "odd": [MODEL], "static-gpu": [MODEL]}  # odd's discovered from its /v1/models
     warnings = [r["message"] for r in records(log) if r["level"] == "WARNING"]
     assert "pod odd: annotation vllm-router.io/max-concurrent-requests='lots' ignored (not a whole number); using 3" \
         in warnings
@@ -196,7 +205,7 @@ def test_annotations_set_a_pods_capacity_weight_and_models_and_a_bad_one_is_name
     kube.set_annotations("big", {"vllm-router.io/max-concurrent-requests": "20"})
     kube.set_annotations("odd", {"vllm-router.io/max-concurrent-requests": "lots", "x": "y"})
     assert wait_until(lambda: {s["name"]: s["max_capacity"] for s in _get(port, "/load-stats").json()["servers"]}
-                      == {"big": 20, "odd": 3}, timeout=FOLLOW_S)
+                      == {"big": 20, "odd": 3, "static-gpu": 3}, timeout=FOLLOW_S)
     warnings = [r["message"] for r in records(log) if r["level"] == "WARNING"]
     assert sum("pod odd: annotation" in w for w in warnings) == 1
 
@@ -240,9 +249,9 @@ def test_the_api_server_away_at_start_and_later(kube, pods, router_process):
     assert "vllm_router_discovery_connected 0" in _get(port, "/metrics").text
     assert wait_until(lambda: any(r["message"].startswith("cannot follow the pods in default: cannot reach")
                                   for r in records(log)), timeout=5)
-    # Back: the pods are listed and serve.
+    # Back: the pods are listed and serve (within the back-off's longest wait, 10 s).
     kube.start()
-    assert wait_until(lambda: _get(port, "/readyz").status_code == 200, timeout=10), log.read_text()[-2000:]
+    assert wait_until(lambda: _get(port, "/readyz").status_code == 200, timeout=20), log.read_text()[-2000:]
     kube.add_pod("vllm-1", ip(1))
     assert wait_until(lambda: len(in_service(port)) == 2, timeout=FOLLOW_S)
     # Away again: the last known pods stay in service and every request still succeeds.
@@ -253,11 +262,10 @@ def test_the_api_server_away_at_start_and_later(kube, pods, router_process):
     assert statuses == [200] * 20
     assert set(in_service(port)) == {"vllm-0", "vllm-1"}
     assert "vllm_router_discovery_pods 2" in _get(port, "/metrics").text
-    # And back once more: a change made while the router could not see it arrives (the stand-in
-    # kept its history, so the watch resumes from its version).
+    # And back once more: a change made while the router could not see it arrives (with a list).
     kube.set_ready("vllm-1", False)
     kube.start()
-    assert wait_until(lambda: set(in_service(port)) == {"vllm-0"}, timeout=10)
+    assert wait_until(lambda: set(in_service(port)) == {"vllm-0"}, timeout=20)
     assert _get(port, "/health").json()["discovery"]["connected"] is True
 
 
@@ -332,27 +340,24 @@ def test_the_watch_resumes_from_the_last_version_and_relists_only_on_410(kube, w
     kube.set_ready("vllm-0", False)
     assert wait_until(lambda: sink.now == ["vllm-1"], timeout=FOLLOW_S)
 
-    # Compacted history: 410 Gone as an ERROR event in the open watch, then one list and a watch
-    # from the list's version.
-    kube.compact()
-    listed = kube.version
-    assert wait_until(lambda: kube.requests[-2:] == ["list", f"watch from {listed}"], timeout=5), kube.requests
+    # Compacted history, the watch cut in the same step: it reconnects from a version now gone,
+    # gets 410 Gone as an ERROR event in the stream, lists once and watches from the list's version.
+    seen = kube.version
+    kube.compact(drop_watches=True)
+    assert wait_until(lambda: kube.requests[-3:] == [f"watch from {seen}", "list", f"watch from {kube.version}"],
+                      timeout=5), kube.requests
     kube.add_pod("vllm-2", "10.0.0.3")
     assert wait_until(lambda: sink.now == ["vllm-1", "vllm-2"], timeout=FOLLOW_S)
-    # None of this was an outage.
-    assert all(connected for connected, _ in sink.statuses[2:]), sink.statuses
-
-    # 410 as an HTTP status, to a watch that reconnects with a version compacted meanwhile.
-    seen = kube.version
-    assert wait_until(lambda: w._status.connected and kube.open_watches() == 1, timeout=5)
+    # The same with 410 as the HTTP status of the watch request.
     kube.gone_as_http = True
-    kube.stop()
-    kube.compact()
-    kube.start()
+    seen = kube.version
+    kube.compact(drop_watches=True)
     assert wait_until(lambda: kube.requests[-3:] == [f"watch from {seen}", "list", f"watch from {kube.version}"],
                       timeout=5), kube.requests
     assert kube.requests.count("list") == 3
     assert sink.now == ["vllm-1", "vllm-2"]
+    # None of this was an outage.
+    assert all(connected for connected, _ in sink.statuses[2:]), sink.statuses
 
 
 def test_a_refused_list_is_retried_and_says_why(kube, watcher):
@@ -366,15 +371,25 @@ def test_a_refused_list_is_retried_and_says_why(kube, watcher):
     assert kube.requests[:4] == ["list refused 403", "list refused 403", "list", "watch from 101"]
 
 
-def test_garbage_in_the_watch_stream_is_skipped(kube, watcher, monkeypatch):
+def test_garbage_in_the_watch_stream_and_odd_pods_do_not_stop_the_watch(kube, watcher):
     kube.add_pod("vllm-0", "10.0.0.1")
     w, sink = watcher()
     assert wait_until(lambda: sink.now == ["vllm-0"], timeout=5)
-    # A malformed line and an event without an object reach the handler as the client yields them.
-    assert w._handle(None) is None
-    assert w._handle({"type": "MODIFIED", "raw_object": "not an object"}) is None
-    assert w._handle({"type": "WEIRD", "raw_object": {"metadata": {"name": "x", "resourceVersion": "7"}}}) == "7"
-    assert sink.now == ["vllm-0"]
+    kube.inject("this is not JSON")                     # the client yields None for it: skipped
+    kube.inject('{"type": "MODIFIED"}')                 # no object: the client itself raises
+    kube.inject('{"type": "ADDED", "object": "pod?"}')  # an object that is not one
+    # A capacity beyond any integer, and a pod whose status is not an object.
+    kube.add_pod("vllm-1", "10.0.0.2", annotations={"vllm-router.io/max-concurrent-requests": "9" * 30})
+    kube.add_pod("vllm-2", "10.0.0.3")
+    kube.set_labels("vllm-2", {"app": "vllm", "x": "y"})
+    assert wait_until(lambda: sink.now == ["vllm-0", "vllm-1", "vllm-2"], timeout=5), (sink.now, kube.requests)
+    assert "list" in kube.requests[2:], kube.requests  # rebuilt from a list after the client's error
+    broken = make_pod("vllm-3", "10.0.0.4", namespace=kube.namespace)
+    broken["status"] = "Running"
+    kube._change("ADDED", broken)
+    kube.add_pod("vllm-4", "10.0.0.5")
+    assert wait_until(lambda: sink.now == ["vllm-0", "vllm-1", "vllm-2", "vllm-4"], timeout=5), sink.now
+    assert w._thread.is_alive()
 
 
 def test_a_reload_that_changes_the_selector_restarts_the_watch(kube, tmp_path):
@@ -406,12 +421,28 @@ def test_a_reload_that_changes_the_selector_restarts_the_watch(kube, tmp_path):
     try:
         discovery.follow(config.settings)
         assert wait_until(lambda: router.urls == ["http://10.0.0.1:8000"], timeout=5)
+        # Changed while the API server is away: the pods known so far serve until the new list.
+        kube.stop()
         settings.k8s_label_selector = "pool=b"
         settings.k8s_port = 9000
         discovery.follow(settings)
+        time.sleep(0.5)
+        assert router.urls == ["http://10.0.0.1:8000"]
+        kube.start()
         assert wait_until(lambda: router.urls == ["http://10.0.0.2:9000"], timeout=5)
+        # A selector that matches nothing empties the set once listed.
+        settings.k8s_label_selector = "pool=none"
+        discovery.follow(settings)
+        assert wait_until(lambda: router.urls == [], timeout=5)
+        settings.k8s_label_selector = "pool=a"
+        discovery.follow(settings)
+        assert wait_until(lambda: router.urls == ["http://10.0.0.1:9000"], timeout=5)
         settings.service_discovery = "static"
         discovery.follow(settings)
         assert router.urls == [] and router.status == ("static",)
     finally:
         discovery.stop()
+    # Stopped for good: a late reload starts nothing.
+    settings.service_discovery = "k8s"
+    discovery.follow(settings)
+    assert discovery.watcher is None

@@ -64,6 +64,7 @@ def test_annotations_set_capacity_weight_and_models():
         (CAPACITY, "-2", "not a whole number"),
         (CAPACITY, "2.5", "not a whole number"),
         (CAPACITY, "9999999", "implausibly large"),
+        (CAPACITY, "9" * 30, "implausibly large"),  # beyond int64: must not reach C++ as a number
         (WEIGHT, "heavy", "not a number"),
         (WEIGHT, "0", "greater than 0"),
         (WEIGHT, "nan", "greater than 0"),
@@ -81,6 +82,14 @@ def test_a_bad_annotation_is_named_with_the_pod_and_the_default_stands(key, valu
     assert len(warnings) == 1
     assert warnings[0].startswith(f"pod vllm-3: annotation {key}={value!r} ignored (")
     assert why in warnings[0]
+
+
+def test_pods_sharing_an_address_are_served_once(caplog):
+    router = _Router()
+    servers = ServerSet(router, _core.Config())
+    servers.set_pods({name: PodServer(name, "10.0.0.5", "http://10.0.0.5:8000") for name in ("net-b", "net-a")})
+    assert router.applied == [([("http://10.0.0.5:8000", "net-a")], True)]
+    assert any("pod net-b (http://10.0.0.5:8000) has the address of pod net-a" in r.getMessage() for r in caplog.records)
 
 
 def test_the_namespace_defaults_to_the_pods_own(tmp_path):

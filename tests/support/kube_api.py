@@ -19,6 +19,7 @@ What it covers:
   service-account token that every request must carry as `Authorization: Bearer` (`token`;
   401 with a `Status` otherwise).
 - Faults: `drop_watches()` cuts every open watch without its last chunk (a dropped connection);
+  `inject(line)` puts a raw line (garbage, an event without an object) into the watch streams;
   `stop()` takes the server away and `start()` brings it back on the same port; `fail_next(n,
   status)` answers the next n requests with a `Status` error (a 403 from missing RBAC, a 500).
 
@@ -214,14 +215,27 @@ class KubeAPI:
             pod = self._pods[name]
         self._change("DELETED", pod)
 
-    def compact(self, writes_elsewhere: int = 5) -> None:
+    def compact(self, writes_elsewhere: int = 5, drop_watches: bool = False) -> None:
         """Forgets the history, as etcd's compaction does, after `writes_elsewhere` writes to other
-        objects (the resourceVersion is etcd's revision, shared by every object): a watch from any
-        version seen so far gets 410 Gone, an open one included."""
+        objects (the resourceVersion is etcd's revision, shared by every object): a new watch from
+        any version seen so far gets 410 Gone. Open watches go on (the watch cache serves them);
+        with `drop_watches` they are cut in the same step, so none can learn a newer version
+        first (a bookmark) and every client must reconnect from a compacted one."""
         with self._cond:
             self._version += writes_elsewhere
             self._history.clear()
             self._oldest = self._version
+            streams = list(self._streams) if drop_watches else []
+            if drop_watches:
+                self._streams.clear()
+            self._cond.notify_all()
+        self._shut(streams)
+
+    def inject(self, line: str) -> None:
+        """Sends `line` as it is to every open watch (and to watches from before it): garbage."""
+        with self._cond:
+            self._version += 1
+            self._history.append(_Change(self._version, "RAW", {"raw": line}, None))
             self._cond.notify_all()
 
     @property
@@ -238,6 +252,10 @@ class KubeAPI:
             streams = list(self._streams)
             self._streams.clear()
             self._cond.notify_all()
+        self._shut(streams)
+
+    @staticmethod
+    def _shut(streams: list[socket.socket]) -> None:
         for s in streams:
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -284,6 +302,9 @@ class KubeAPI:
         out = []
         for c in self._history:
             if c.version <= version:
+                continue
+            if c.kind == "RAW":
+                out.append((c.version, "RAW", c.pod))
                 continue
             now = c.kind != "DELETED" and selector_matches(selector, c.pod["metadata"]["labels"])
             was = c.before is not None and selector_matches(selector, c.before["metadata"]["labels"])
@@ -385,13 +406,11 @@ class _Handler(BaseHTTPRequestHandler):
                         if sock not in api._streams:
                             return
                         events = api._events_after(version, selector)
-                    if version < api._oldest and not events:
-                        # compacted while we watched: the API server ends such a watch with 410
-                        status = _status(410, "Expired", f"too old resource version: {version} ({api._oldest})")
-                        self._chunk({"type": "ERROR", "object": status})
-                        return self._last_chunk()
                 for v, kind, pod in events:
-                    self._chunk({"type": kind, "object": pod})
+                    if kind == "RAW":
+                        self._raw(pod["raw"])
+                    else:
+                        self._chunk({"type": kind, "object": pod})
                     version = v
                 now = time.monotonic()
                 if now >= end:
@@ -414,6 +433,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, event: dict[str, Any]) -> None:
         data = (json.dumps(event) + "\n").encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _raw(self, line: str) -> None:
+        data = (line + "\n").encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 

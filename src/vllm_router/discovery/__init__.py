@@ -18,6 +18,7 @@ A reload that changes the discovery keys restarts the watch with the new ones.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,10 @@ class Discovery:
         self._watch_options = watch_options
         self._watcher: PodWatcher | None = None
         self._key: tuple[str, str, str, int] = ("static", "", "", 0)
+        # follow() runs on the reload thread, stop() on the main thread at exit: one at a time,
+        # and nothing starts once stopped for good.
+        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def servers(self) -> ServerSet:
@@ -95,33 +100,45 @@ class Discovery:
     def follow(self, settings: Any) -> None:
         """Makes the watch match `settings` (at start and after each reload). Raises
         DiscoveryError when discovery is asked for and cannot start."""
-        key = _key(settings)
-        if key == self._key:
-            return
-        if settings.service_discovery != "k8s":
-            self.stop()
+        with self._lock:
+            if self._closed:
+                return
+            key = _key(settings)
+            if key == self._key:
+                return
+            if settings.service_discovery != "k8s":
+                self._stop_watch(forget_pods=True)
+                self._key = key
+                return
+            api = self._api_factory()
+            namespace = settings.k8s_namespace or own_namespace()
+            selector = settings.k8s_label_selector
+            if not selector:
+                log.warning("--service-discovery k8s without --k8s-label-selector: every pod of namespace %s "
+                            "counts as a server, this router's own too", namespace)
+            # The pods known so far stay until the new watch's first list replaces them: an API
+            # server away during the change must not empty the fleet.
+            self._stop_watch(forget_pods=False)
+
+            def on_status(status: WatchStatus, pods: int) -> None:
+                self._router.set_discovery_status("k8s", namespace, selector, status.connected, status.error,
+                                                  pods, status.since)
+
+            self._watcher = PodWatcher(api, namespace, selector, int(settings.k8s_port), self._servers.set_pods,
+                                       on_status, **self._watch_options).start()
             self._key = key
-            return
-        api = self._api_factory()
-        namespace = settings.k8s_namespace or own_namespace()
-        if not settings.k8s_label_selector:
-            log.warning("--service-discovery k8s without --k8s-label-selector: every pod of namespace %s "
-                        "counts as a server, this router's own too", namespace)
-        self.stop()
-        selector = settings.k8s_label_selector
-
-        def on_status(status: WatchStatus, pods: int) -> None:
-            self._router.set_discovery_status("k8s", namespace, selector, status.connected, status.error,
-                                              pods, status.since)
-
-        self._watcher = PodWatcher(api, namespace, selector, int(settings.k8s_port), self._servers.set_pods,
-                                   on_status, **self._watch_options).start()
-        self._key = key
 
     def stop(self) -> None:
+        """Stops the watch for good (at exit)."""
+        with self._lock:
+            self._closed = True
+            self._stop_watch(forget_pods=False)
+
+    def _stop_watch(self, forget_pods: bool) -> None:
         if self._watcher is None:
             return
         self._watcher.stop()
         self._watcher = None
-        self._servers.set_pods({})
-        self._router.set_discovery_status("static")
+        if forget_pods:
+            self._servers.set_pods({})
+            self._router.set_discovery_status("static")

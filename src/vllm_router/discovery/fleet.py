@@ -3,7 +3,8 @@
 time (a reload, a pod event); each change hands the router the whole set, which it applies as a
 reload does: servers that stay keep their state, new ones join, removed ones drain.
 
-A pod whose URL is also a configured server's is left to the configuration (said once).
+A pod whose address is also a configured server's is left to the configuration, and of pods
+sharing one address (hostNetwork) the first by name serves it (each said once).
 """
 
 from __future__ import annotations
@@ -54,14 +55,18 @@ class ServerSet:
         merged.settings = self._config.settings
         servers = list(self._config.servers)
         configured = {_address(s) for s in servers}
+        taken: dict[tuple[str, str, int], str] = {}  # address -> the pod that has it
         for name in sorted(self._pods):
             server = self._pods[name].server_config()
-            if _address(server) in configured:
+            address = _address(server)
+            if address in configured or address in taken:
+                # hostNetwork pods on one node share an address: one server, not two.
                 if name not in self._shadowed:
                     self._shadowed.add(name)
-                    log.warning("pod %s (%s) is also a configured server: the configuration's entry is used",
-                                name, server.url)
+                    owner = "a configured server" if address in configured else f"pod {taken[address]}"
+                    log.warning("pod %s (%s) has the address of %s: served once, as that one", name, server.url, owner)
                 continue
+            taken[address] = name
             servers.append(server)
         merged.servers = servers
         return merged

@@ -103,7 +103,7 @@ def _parse(annotations: dict[str, Any], key: str, read: Callable[[str], Any], de
     raw = annotations[key]
     try:
         return read(str(raw))
-    except ValueError as e:
+    except Exception as e:  # noqa: BLE001 - whatever an annotation holds, the pod keeps serving
         shown = default if not isinstance(default, tuple) else "discovered from /v1/models"
         warn(f"pod {pod}: annotation {key}={str(raw)!r} ignored ({e}); using {shown}")
         return default
@@ -113,6 +113,8 @@ def _capacity(text: str) -> int:
     stripped = text.strip()
     if not stripped.isdigit():
         raise ValueError("not a whole number")
+    if len(stripped) > 9:  # beyond any capacity, and beyond what the C++ side takes
+        raise ValueError(f"max_concurrent_requests is implausibly large: {stripped}")
     problem = _core.check_capacity(int(stripped))
     if problem:
         raise ValueError(problem)

@@ -8,8 +8,9 @@ official client: list, then watch from the list's resourceVersion.
   stream) lists again at once.
 - Anything else that breaks a list or a watch (a refused or dropped connection, a timeout, a 5xx,
   a 403 from missing RBAC, garbage) is retried with exponential back-off from `backoff[0]` to
-  `backoff[1]` seconds. Meanwhile the last known pods stay in service: an unreachable API server
-  says nothing about the engines, which the health checks keep watching.
+  `backoff[1]` seconds, and starts again with a list. Meanwhile the last known pods stay in
+  service: an unreachable API server says nothing about the engines, which the health checks
+  keep watching.
 
 Every change of the pods in service is handed to `on_servers` (a dict name -> PodServer) from
 this thread, never an I/O thread; `on_status` hears whether the API server answers.
@@ -51,7 +52,7 @@ class PodWatcher:
         on_status: Callable[[WatchStatus, int], None] = lambda status, pods: None,
         watch_seconds: int = 60,
         request_timeout: float = 10.0,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] = (0.5, 10.0),
     ) -> None:
         self._api = api
         self.namespace = namespace
@@ -68,6 +69,7 @@ class PodWatcher:
         self._warned: set[str] = set()
         self._status = WatchStatus(False, "not connected yet", time.time())
         self._ever_connected = False
+        self._published = False
         self._stop = threading.Event()
         self._watch: Any = None
         self._thread = threading.Thread(target=self._run, name="vllm-router-k8s", daemon=True)
@@ -81,10 +83,14 @@ class PodWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        watch = self._watch
-        if watch is not None:
-            watch.stop()  # shuts the streaming socket down: the thread leaves its read at once
-        self._thread.join(timeout=self._request_timeout + 5)
+        deadline = time.monotonic() + self._request_timeout + 5
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            watch = self._watch
+            if watch is not None:
+                # Shuts the streaming socket down, so that the thread leaves its read at once;
+                # again until it has left (a watch may be opening as stop() comes).
+                watch.stop()
+            self._thread.join(timeout=0.1)
 
     @property
     def status(self) -> WatchStatus:
@@ -95,11 +101,14 @@ class PodWatcher:
     def _run(self) -> None:
         delay = self._backoff[0]
         version: str | None = None
+        expired_at = -1.0
         while not self._stop.is_set():
             try:
                 if version is None:
                     version = self._list()
                     self._connected()
+                if self._stop.is_set():
+                    return
                 began = time.monotonic()
                 version = self._watch_from(version)
                 delay = self._backoff[0]
@@ -109,10 +118,20 @@ class PodWatcher:
             except Expired:
                 log.info("pods in %s: resourceVersion %s expired (410 Gone); listing again", self.namespace, version)
                 version = None
+                if time.monotonic() - expired_at < 1.0:
+                    self._stop.wait(self._backoff[0])  # 410 after 410: not a tight loop
+                expired_at = time.monotonic()
             except Exception as e:  # noqa: BLE001 - every failure is retried; the router serves on
                 if self._stop.is_set():
                     return
+                if not _transport_or_api_error(e):
+                    # Not the network's fault (a reply the client cannot read): said in full, and
+                    # the state is rebuilt from a list rather than replayed from the same event.
+                    log.exception("pods in %s: unexpected error in the watch; listing again", self.namespace)
                 self._disconnected(_describe(e))
+                # After a failure the pods are listed again: the list says at once whether the
+                # API server is back, and it brings every change missed meanwhile.
+                version = None
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._backoff[1])
 
@@ -203,11 +222,16 @@ class PodWatcher:
         servers: dict[str, PodServer] = {}
         why_out: dict[str, str] = {}
         for name, pod in sorted(self._pods.items()):
-            server = pod_server(pod, self._port, self._warn_once)
+            try:
+                server = pod_server(pod, self._port, self._warn_once)
+                why = None if server is not None else (out_of_service(pod) or "unusable pod IP")
+            except Exception as e:  # noqa: BLE001 - one odd pod must not stop the watch of all
+                server, why = None, f"unreadable pod object ({type(e).__name__}: {e})"
+                self._warn_once(f"pod {name}: {why}; the pod is left out")
             if server is not None:
                 servers[name] = server
             else:
-                why_out[name] = out_of_service(pod) or "unusable pod IP"
+                why_out[name] = why or "out of service"
         for name, server in servers.items():
             if self._servers.get(name) != server:
                 joined = name not in self._servers
@@ -216,7 +240,10 @@ class PodWatcher:
             if name not in servers:
                 why = why_out.get(name) or "deleted or no longer matches the selector"
                 log.info("pod %s (%s) is out of service: %s", name, old.ip, why)
-        changed = servers != self._servers
+        # The first publication goes out even when empty: it replaces what a previous watch
+        # (other selector) left in the router.
+        changed = servers != self._servers or not self._published
+        self._published = True
         self._servers = servers
         self._why_out = why_out
         if changed:
@@ -253,6 +280,13 @@ def _name(pod: Any) -> str:
     if not isinstance(pod, dict):
         return ""
     return str((pod.get("metadata") or {}).get("name") or "")
+
+
+def _transport_or_api_error(e: Exception) -> bool:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(e, (ApiException, HTTPError, OSError))
 
 
 def _describe(e: Exception) -> str:
