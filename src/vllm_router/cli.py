@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 

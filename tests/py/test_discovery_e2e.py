@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ import httpx
 import pytest
 
 from conftest import free_port, wait_until
-from support import Load
+from support import Load, stop_process
 from support.kube_api import KubeAPI, make_pod
 from vllm_router.discovery import Discovery, ServerSet
 from vllm_router.discovery.watch import PodWatcher
@@ -74,12 +72,7 @@ def router_process(tmp_path: Path) -> Iterator[Callable[..., tuple[int, subproce
 
     yield start
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_process(p)
 
 
 def _get(port: int, path: str) -> httpx.Response:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 import httpx
 
 from conftest import free_port, url_of, wait_until
+from support import stop_process
 
 MODEL = "sim-model"
 LIMIT = 256
@@ -72,13 +72,7 @@ def test_out_of_descriptors_is_the_routers_own_trouble(engine_factory, tmp_path)
     finally:
         for s in idle:
             s.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
     log = (tmp_path / "logs" / "vllm-router.log").read_text()
     assert "cannot accept a connection" in log and "ulimit -n" in log
     assert "is unhealthy" not in log

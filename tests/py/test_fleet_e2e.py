@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, url_of, wait_until
-from support import Load as Load_
+from support import Load as Load_, stop_process
 
 MODEL = "sim-model"
 
@@ -215,12 +215,7 @@ def router_process(tmp_path):
 
     yield start, procs
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_process(p, timeout=10)
 
 
 def _up(port: int) -> bool:
