@@ -76,6 +76,7 @@ void bind_config(py::module_& m) {
         VLLM_ROUTER_SETTING(k8s_namespace)
         VLLM_ROUTER_SETTING(k8s_label_selector)
         VLLM_ROUTER_SETTING(k8s_port)
+        VLLM_ROUTER_SETTING(k8s_api_key)
         .def("value", [](const Settings& s, std::string_view name) { return setting_value(s, name); },
              "The setting rendered for display.");
 #undef VLLM_ROUTER_SETTING

@@ -89,6 +89,8 @@ const std::vector<SettingRule>& setting_rules() {
         {{"k8s_label_selector", T::string, "label selector of the pods, as kubectl -l (empty: all)"},
          &Settings::k8s_label_selector, Rule::none},
         {{"k8s_port", T::integer, "port of vLLM in each pod, 1 to 65535"}, &Settings::k8s_port, Rule::port},
+        {{"k8s_api_key", T::string, "sent to each pod as a bearer token, as a server's api_key (use ${VAR})"},
+         &Settings::k8s_api_key, Rule::none},
     };
     return rules;
 }
@@ -484,6 +486,7 @@ const std::vector<std::string_view>& service_discoveries() {
 std::string setting_value(const Settings& settings, std::string_view name) {
     for (const auto& r : setting_rules()) {
         if (r.spec.name != name) continue;
+        if (name == "k8s_api_key") return settings.k8s_api_key.empty() ? "" : "***";
         return std::visit(
             [&](auto member) -> std::string {
                 using V = std::decay_t<decltype(settings.*member)>;

@@ -88,6 +88,9 @@ struct Settings {
     std::string k8s_namespace;       // empty: the router pod's own namespace, else "default"
     std::string k8s_label_selector;  // empty: every pod of the namespace
     std::int64_t k8s_port = 8000;    // the port of vLLM's API server in each pod
+    // Sent to every discovered pod as "Authorization: Bearer ..." (vLLM's --api-key), as a
+    // static server's api_key is; written as "${VAR}" to come from a Secret. Never displayed.
+    std::string k8s_api_key;
 };
 
 struct Config {
@@ -137,7 +140,7 @@ const std::vector<std::string_view>& service_discoveries();
 std::optional<std::string> check_capacity(std::int64_t value);
 std::optional<std::string> check_weight(double value);
 
-// A setting's value rendered for display ("10", "0.8", "true", "least-load").
+// A setting's value rendered for display ("10", "0.8", "true", "least-load"); a key as "***".
 std::string setting_value(const Settings& settings, std::string_view name);
 
 // Reads a TOML document. `source` names it in error messages. String values expand ${VAR} and

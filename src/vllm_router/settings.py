@@ -145,7 +145,8 @@ def effective_dict(config: Any, **extra: Any) -> dict[str, Any]:
     """The effective configuration as plain data (for --print-config); api keys are masked."""
     settings: dict[str, Any] = {}
     for name, type_, _rule in _core.setting_specs():
-        settings[name] = getattr(config.settings, name)
+        value = getattr(config.settings, name)
+        settings[name] = ("***" if value else "") if name.endswith("api_key") else value
     servers = [
         {
             "url": s.url,

@@ -351,15 +351,19 @@ TEST(ClosestMatch, SuggestsOnlyLikelyTypos) {
 
 TEST(Config, SettingSpecsCoverEverySettingAndRenderValues) {
     Settings s;
-    ASSERT_EQ(setting_specs().size(), 30u);
+    ASSERT_EQ(setting_specs().size(), 31u);
     EXPECT_EQ(setting_value(s, "callback_timeout"), "30");
     for (const auto& spec : setting_specs())
-        if (spec.name != "body_spool_dir" && spec.name != "k8s_namespace" && spec.name != "k8s_label_selector")
+        if (spec.name != "body_spool_dir" && !spec.name.starts_with("k8s_"))  // empty by default
             EXPECT_FALSE(setting_value(s, spec.name).empty()) << spec.name;
     EXPECT_EQ(setting_value(s, "health_check_min_success_rate"), "0.8");
     EXPECT_EQ(setting_value(s, "enable_active_health_check"), "true");
     EXPECT_EQ(setting_value(s, "routing_logic"), "least-load");
     EXPECT_EQ(setting_value(s, "k8s_port"), "8000");
+    // A key is never displayed.
+    EXPECT_EQ(setting_value(s, "k8s_api_key"), "");
+    s.k8s_api_key = "sk-pods";
+    EXPECT_EQ(setting_value(s, "k8s_api_key"), "***");
 }
 
 }  // namespace

@@ -6,6 +6,7 @@ values.schema.json, and the names, kinds, probes and ports it shares with the ku
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -234,6 +235,7 @@ def test_the_discovery_overlay_follows_pods_with_an_empty_server_list(tmp_path):
                                                              "k8s_label_selector": "app=vllm"})
     assert resolved.ok, resolved.errors
     assert list(resolved.config.servers) == []
+    assert resolved.config.settings.k8s_api_key == os.environ.get("VLLM_API_KEY", "")  # from the Secret
     assert not resolve(tmp_path / "servers.toml").ok  # without discovery an empty list is refused
     assert by_kind(objects, "Role")["rules"][0]["verbs"] == ["get", "list", "watch"]
 
@@ -252,6 +254,9 @@ def test_the_chart_switches_discovery_on_with_a_value():
                         ("K8S_LABEL_SELECTOR", ".Values.discovery.labelSelector"),
                         ("K8S_PORT", ".Values.discovery.port")):
         assert re.search(rf"- name: {name}\n\s+value: {{{{ {re.escape(value)} \| quote }}}}", block), name
+    # The pods' key from the Secret, with discovery on.
+    assert ('{{- if and (eq .Values.discovery.mode "k8s") .Values.secrets.existingSecret }}\n'
+            '    k8s_api_key = "${VLLM_API_KEY:-}"') in templates["configmap.yaml"]
     # The Role only with discovery on, and only the verbs the watch needs.
     rbac = templates["rbac.yaml"]
     assert '{{- if and .Values.rbac.create (eq .Values.discovery.mode "k8s") }}' in rbac

@@ -617,10 +617,16 @@ def test_discovery_needs_no_servers_and_takes_its_flags_and_env():
 
 
 def test_check_config_accepts_an_empty_server_list_with_discovery():
-    write("servers.toml", '[config]\nservice_discovery = "k8s"\nk8s_label_selector = "app=vllm"\n')
-    result = invoke("check-config")
+    write("servers.toml", '[config]\nservice_discovery = "k8s"\nk8s_label_selector = "app=vllm"\n'
+                          'k8s_api_key = "${POD_KEY}"\n')
+    result = invoke("check-config", env={"POD_KEY": "sk-pod-secret"})
     assert result.exit_code == 0, result.output
     assert "configuration OK: 0 servers (and the pods" in result.output
+    assert "sk-pod-secret" not in result.output and "***" in result.output
+    result = invoke("run", "--print-config", env={"POD_KEY": "sk-pod-secret"})
+    assert result.exit_code == 0, result.output
+    assert "sk-pod-secret" not in result.output
+    assert json.loads(result.stdout)["config"]["k8s_api_key"] == "***"
     write("servers.toml", '[config]\nservice_discovery = "k8s"\nk8s_port = 0\n')
     result = invoke("check-config")
     assert result.exit_code == 1

@@ -105,6 +105,7 @@ class _Router:
 
     def update_config(self, config, discovered=False):
         self.applied.append(([(s.url, s.name) for s in config.servers], discovered))
+        self.keys = {s.url: s.api_key for s in config.servers}
 
 
 def test_the_server_set_merges_the_files_servers_and_the_pods(caplog):
@@ -122,8 +123,18 @@ def test_the_server_set_merges_the_files_servers_and_the_pods(caplog):
     assert sum("vllm-a" in r.getMessage() and "configured server" in r.getMessage() for r in caplog.records) == 1
     # A reload keeps the pods; it is not a discovery change.
     config2 = _core.Config()
+    settings = config2.settings
+    settings.k8s_api_key = "sk-pods"
+    config2.settings = settings
     servers.set_config(config2)
     assert router.applied[-1] == ([("http://10.0.0.1:8000", "vllm-a"), ("http://10.0.0.2:8000", "vllm-b")], False)
+    # The pods get the configuration's k8s_api_key; a static server keeps its own.
+    config3 = _core.Config()
+    config3.settings = settings
+    config3.servers = [_core.ServerConfig("http://10.0.0.9:8000", api_key="sk-static")]
+    servers.set_config(config3)
+    assert router.keys == {"http://10.0.0.9:8000": "sk-static", "http://10.0.0.1:8000": "sk-pods",
+                           "http://10.0.0.2:8000": "sk-pods"}
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 time (a reload, a pod event); each change hands the router the whole set, which it applies as a
 reload does: servers that stay keep their state, new ones join, removed ones drain.
 
+Pods get the configuration's k8s_api_key as their api_key (re-read with every reload).
 A pod whose address is also a configured server's is left to the configuration, and of pods
 sharing one address (hostNetwork) the first by name serves it (each said once).
 """
@@ -57,7 +58,7 @@ class ServerSet:
         configured = {_address(s) for s in servers}
         taken: dict[tuple[str, str, int], str] = {}  # address -> the pod that has it
         for name in sorted(self._pods):
-            server = self._pods[name].server_config()
+            server = self._pods[name].server_config(self._config.settings.k8s_api_key)
             address = _address(server)
             if address in configured or address in taken:
                 # hostNetwork pods on one node share an address: one server, not two.

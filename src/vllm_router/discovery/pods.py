@@ -42,9 +42,9 @@ class PodServer:
     weight: float = _DEFAULT.weight
     models: tuple[str, ...] = ()
 
-    def server_config(self) -> Any:
+    def server_config(self, api_key: str = "") -> Any:
         return _core.ServerConfig(self.url, max_concurrent_requests=self.capacity, models=list(self.models),
-                                  weight=self.weight, name=self.name)
+                                  weight=self.weight, api_key=api_key, name=self.name)
 
 
 def out_of_service(pod: dict[str, Any]) -> str | None:

@@ -65,7 +65,6 @@ class PodWatcher:
         self._backoff = backoff
         self._pods: dict[str, dict[str, Any]] = {}   # every matching pod, in service or not
         self._servers: dict[str, PodServer] = {}     # the ones in service
-        self._why_out: dict[str, str] = {}           # pod -> why it is not in service
         self._warned: set[str] = set()
         self._status = WatchStatus(False, "not connected yet", time.time())
         self._ever_connected = False
@@ -73,8 +72,6 @@ class PodWatcher:
         self._stop = threading.Event()
         self._watch: Any = None
         self._thread = threading.Thread(target=self._run, name="vllm-router-k8s", daemon=True)
-        self.lists = 0    # for tests and the log: how often the pods were listed
-        self.watches = 0
 
     def start(self) -> "PodWatcher":
         self._on_status(self._status, 0)
@@ -124,11 +121,12 @@ class PodWatcher:
             except Exception as e:  # noqa: BLE001 - every failure is retried; the router serves on
                 if self._stop.is_set():
                     return
-                if not _transport_or_api_error(e):
-                    # Not the network's fault (a reply the client cannot read): said in full, and
-                    # the state is rebuilt from a list rather than replayed from the same event.
+                why = _describe(e)
+                if not _transport_or_api_error(e) and why != self._status.error:
+                    # Not the network's fault (a reply the client cannot read): said in full once,
+                    # and the state is rebuilt from a list rather than replayed from the same event.
                     log.exception("pods in %s: unexpected error in the watch; listing again", self.namespace)
-                self._disconnected(_describe(e))
+                self._disconnected(why)
                 # After a failure the pods are listed again: the list says at once whether the
                 # API server is back, and it brings every change missed meanwhile.
                 version = None
@@ -147,7 +145,6 @@ class PodWatcher:
         version = (body.get("metadata") or {}).get("resourceVersion")
         if not isinstance(items, list) or not version:
             raise ValueError("the pod list has no items or no resourceVersion")
-        self.lists += 1
         pods = {}
         for pod in items:
             name = _name(pod)
@@ -164,7 +161,6 @@ class PodWatcher:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import ProtocolError
 
-        self.watches += 1
         self._watch = w = watch.Watch()
         try:
             stream = w.stream(
@@ -245,7 +241,6 @@ class PodWatcher:
         changed = servers != self._servers or not self._published
         self._published = True
         self._servers = servers
-        self._why_out = why_out
         if changed:
             self._on_servers(dict(servers))
         self._on_status(self._status, len(servers))
@@ -293,6 +288,8 @@ def _describe(e: Exception) -> str:
     """One line an operator can act on, from what the client raised."""
     from kubernetes.client.exceptions import ApiException
 
+    if not _transport_or_api_error(e):
+        return f"unreadable answer from the API server ({type(e).__name__}: {e})"
     if isinstance(e, ApiException):
         hint = ""
         if e.status in (401, 403):
