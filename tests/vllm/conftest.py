@@ -11,6 +11,9 @@ One set of engines serves the whole session (each takes 35-90 s to start):
 Engines log requests (`--enable-log-requests`), so an abort shows in their log, keyed by the
 X-Request-Id the router forwards (vLLM builds its request id from that header).
 
+Each engine listens on an address of its own (127.0.0.21, .22, .23) and all on one port, like
+the pods of a Deployment, so that test_discovery.py can follow them as pods.
+
 Tests that kill an engine restart it before they end (`Engine.restart`), so that the next test
 finds the pair whole. Each router is a real `vllm-router run` process with its own config file
 and log folder, so tests read the access and error logs an operator would read.
@@ -48,6 +51,8 @@ MODEL = "tiny"
 LORA = "tiny-lora"
 EMBED = "tiny-embed"
 START_TIMEOUT = 420.0  # s: a first start compiles; on a busy 2-core machine that takes minutes
+# a, b and embed: one loopback address each (all of 127/8 is the loopback), one port for all.
+ENGINE_HOSTS = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
 
 
 def metric_samples(text: str) -> dict[str, float]:
@@ -65,13 +70,17 @@ def metric_samples(text: str) -> dict[str, float]:
 class Engine:
     """One vLLM OpenAI server in its own process group (a killed engine's children must go too)."""
 
-    def __init__(self, name: str, served: str, core: int, args: list[str], log_dir: Path) -> None:
+    def __init__(self, name: str, served: str, core: int, args: list[str], log_dir: Path, host: str,
+                 port: int) -> None:
         self.name = name
         self.served = served
         self.core = core
         self.args = args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Each engine has an address of its own and all share one port, as the pods of a
+        # Deployment do (tests/vllm/test_discovery.py discovers them as pods).
+        self.host = host
+        self.port = port
+        self.url = f"http://{host}:{port}"
         self.log_path = log_dir / f"engine-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -89,7 +98,7 @@ class Engine:
         cmd = [
             str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(MODEL_DIR), "--served-model-name", self.served,
-            "--host", "127.0.0.1", "--port", str(self.port),
+            "--host", self.host, "--port", str(self.port),
             "--max-num-seqs", "4", "--dtype", "float32", *self.args,
         ]
         log = open(self.log_path, "ab")
@@ -159,7 +168,7 @@ class Engine:
     def _port_open(self) -> bool:
         with socket.socket() as s:
             s.settimeout(0.2)
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            return s.connect_ex((self.host, self.port)) == 0
 
     def metrics(self) -> dict[str, float]:
         return metric_samples(httpx.get(f"{self.url}/metrics", timeout=10).text)
@@ -199,11 +208,13 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
             pytest.exit(f"making the tiny model failed:\n{made.stdout}\n{made.stderr}", returncode=2)
     log_dir = tmp_path_factory.mktemp("engines")
     common = ["--enable-log-requests"]
+    port = free_port()
     a = Engine("a", MODEL, 0, [*common, "--max-model-len", "4096", "--enable-lora",
-                              "--lora-modules", f"{LORA}={MODEL_DIR / 'lora'}", "--max-lora-rank", "8"], log_dir)
-    b = Engine("b", MODEL, 1, [*common, "--max-model-len", "4096"], log_dir)
+                              "--lora-modules", f"{LORA}={MODEL_DIR / 'lora'}", "--max-lora-rank", "8"], log_dir,
+               ENGINE_HOSTS[0], port)
+    b = Engine("b", MODEL, 1, [*common, "--max-model-len", "4096"], log_dir, ENGINE_HOSTS[1], port)
     embed = Engine("embed", EMBED, 0, [*common, "--max-model-len", "1024", "--runner", "pooling",
-                                       "--convert", "embed", "--disable-log-stats"], log_dir)
+                                       "--convert", "embed", "--disable-log-stats"], log_dir, ENGINE_HOSTS[2], port)
     fleet = Engines(a, b, embed, [a, b, embed])
     try:
         for e in fleet.all:

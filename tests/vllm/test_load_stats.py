@@ -73,7 +73,7 @@ def test_load_stats_agree_with_the_engine(router_factory, engines):
         # Not streamed (a streaming engine on two cores answers /metrics late), on a raw socket
         # that is closed once the comparison is made, which makes vLLM abort the rest.
         body = json.dumps({"model": MODEL, "prompt": f"steady {i}", "max_tokens": 3500, "ignore_eos": True})
-        with socket.create_connection(("127.0.0.1", a.port)) as s:
+        with socket.create_connection((a.host, a.port)) as s:
             s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: e\r\nContent-Type: application/json\r\n"
                       f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
             done.wait(120)
