@@ -361,7 +361,8 @@ def test_a_refused_list_is_retried_and_says_why(kube, watcher):
     errors = [e for connected, e in sink.statuses if not connected and e != "not connected yet"]
     assert errors and errors[0].startswith("the API server answered 403 Forbidden (may the service account get, "
                                            "list and watch pods? see deploy/k8s/rbac.yaml)"), errors
-    assert kube.requests[:4] == ["list refused 403", "list refused 403", "list", "watch from 101"]
+    assert wait_until(lambda: kube.requests[:4] == ["list refused 403", "list refused 403", "list", "watch from 101"],
+                      timeout=5), kube.requests  # the watch follows the list a moment later
 
 
 def test_garbage_in_the_watch_stream_and_odd_pods_do_not_stop_the_watch(kube, watcher):
