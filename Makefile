@@ -12,7 +12,7 @@ BUILD  := build/py
 STAMP  := $(VENV)/.vllm-router-installed
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-DEB_PACKAGES := libboost1.81-dev libsimdjson-dev libtomlplusplus-dev libgtest-dev tmux prometheus openssl
+DEB_PACKAGES := libboost1.81-dev libsimdjson-dev libtomlplusplus-dev libgtest-dev tmux prometheus openssl libssl-dev
 BENCH_DEB_PACKAGES := wrk nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

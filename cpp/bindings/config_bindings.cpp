@@ -40,6 +40,10 @@ void bind_config(py::module_& m) {
         .def_readwrite("weight", &ServerConfig::weight)
         .def_readwrite("api_key", &ServerConfig::api_key)
         .def_readwrite("name", &ServerConfig::name)
+        .def_readwrite("tls_ca_file", &ServerConfig::tls_ca_file)
+        .def_readwrite("tls_verify", &ServerConfig::tls_verify)
+        .def_readwrite("tls_cert_file", &ServerConfig::tls_cert_file)
+        .def_readwrite("tls_key_file", &ServerConfig::tls_key_file)
         .def_readonly("line", &ServerConfig::line)
         .def("__repr__", [](const ServerConfig& s) { return "<ServerConfig " + s.url + ">"; });
 
@@ -77,6 +81,10 @@ void bind_config(py::module_& m) {
         VLLM_ROUTER_SETTING(k8s_label_selector)
         VLLM_ROUTER_SETTING(k8s_port)
         VLLM_ROUTER_SETTING(k8s_api_key)
+        VLLM_ROUTER_SETTING(tls_ca_file)
+        VLLM_ROUTER_SETTING(tls_verify)
+        VLLM_ROUTER_SETTING(tls_cert_file)
+        VLLM_ROUTER_SETTING(tls_key_file)
         .def("value", [](const Settings& s, std::string_view name) { return setting_value(s, name); },
              "The setting rendered for display.");
 #undef VLLM_ROUTER_SETTING
@@ -128,6 +136,17 @@ void bind_config(py::module_& m) {
         std::vector<std::string> out(routing_logics().begin(), routing_logics().end());
         return out;
     });
+    m.def("tls_client_settings", [](const ServerConfig& server, const Settings& settings) {
+              const auto t = tls_client_settings(server, settings);
+              py::dict d;
+              d["ca_file"] = t.ca_file;
+              d["verify"] = t.verify;
+              d["cert_file"] = t.cert_file;
+              d["key_file"] = t.key_file;
+              return d;
+          },
+          py::arg("server"), py::arg("settings"),
+          "The TLS an https server gets (its own keys, else [config]'s): ca_file, verify, cert_file, key_file.");
     m.def("check_capacity", &check_capacity, py::arg("value"),
           "None when max_concurrent_requests may be `value`, else why not.");
     m.def("check_weight", &check_weight, py::arg("value"), "None when weight may be `value`, else why not.");

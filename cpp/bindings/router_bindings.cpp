@@ -8,6 +8,7 @@
 #include "bindings/bindings.hpp"
 #include "net/bridge.hpp"
 #include "net/router.hpp"
+#include "net/tls_client.hpp"
 
 namespace py = pybind11;
 
@@ -24,6 +25,18 @@ py::str text(const std::string& s) {
 }  // namespace
 
 void bind_router(py::module_& m) {
+    m.def("check_tls", [](const Config& config) {
+        std::vector<std::string> errors;
+        for (std::size_t i = 0; i < config.servers.size(); ++i) {
+            const auto& s = config.servers[i];
+            if (s.url.rfind("https://", 0) != 0) continue;
+            std::string why;
+            if (!make_tls_client(tls_client_settings(s, config.settings), &why))
+                errors.push_back("servers[" + std::to_string(i) + "] (" + s.url + "): " + why);
+        }
+        return errors;
+    }, py::arg("config"), "Loads the TLS files of every https server as the router will; returns the problems.");
+
     py::class_<CallbackJob, std::shared_ptr<CallbackJob>>(m, "CallbackJob")
         .def_property_readonly("kind", [](const CallbackJob& j) { return j.kind == CallbackJob::Kind::pre ? "pre" : "post"; })
         .def_readonly("method", &CallbackJob::method)

@@ -89,6 +89,13 @@ const std::vector<SettingRule>& setting_rules() {
         {{"k8s_label_selector", T::string, "label selector of the pods, as kubectl -l (empty: all)"},
          &Settings::k8s_label_selector, Rule::none},
         {{"k8s_port", T::integer, "port of vLLM in each pod, 1 to 65535"}, &Settings::k8s_port, Rule::port},
+        {{"tls_ca_file", T::string, "PEM file of the CAs that https servers are verified with (empty: the system's)"},
+         &Settings::tls_ca_file, Rule::none},
+        {{"tls_verify", T::boolean, "false accepts any certificate from https servers (warned)"},
+         &Settings::tls_verify, Rule::none},
+        {{"tls_cert_file", T::string, "PEM client certificate for https servers that ask for one (with tls_key_file)"},
+         &Settings::tls_cert_file, Rule::none},
+        {{"tls_key_file", T::string, "PEM private key of tls_cert_file"}, &Settings::tls_key_file, Rule::none},
         {{"k8s_api_key", T::string, "sent to each pod as a bearer token, as a server's api_key (use ${VAR})"},
          &Settings::k8s_api_key, Rule::none},
     };
@@ -378,6 +385,18 @@ void read_server(const toml::node& entry, std::size_t index, Config& config, Rep
             auto s = node.value_exact<std::string>();
             if (!s) report.at(node.source(), key, std::string("api_key must be a string, got ") + type_name(node));
             else server.api_key = *s;
+        } else if (name == "tls_ca_file" || name == "tls_cert_file" || name == "tls_key_file") {
+            auto s = node.value_exact<std::string>();
+            if (!s) {
+                report.at(node.source(), key, std::string(name) + " must be a string, got " + type_name(node));
+                continue;
+            }
+            (name == "tls_ca_file" ? server.tls_ca_file : name == "tls_cert_file" ? server.tls_cert_file
+                                                                                 : server.tls_key_file) = *s;
+        } else if (name == "tls_verify") {
+            auto b = node.value_exact<bool>();
+            if (!b) report.at(node.source(), key, std::string("tls_verify must be true or false, got ") + type_name(node));
+            else server.tls_verify = *b;
         } else if (name == "name") {
             auto s = node.value_exact<std::string>();
             if (!s) report.at(node.source(), key, std::string("name must be a string, got ") + type_name(node));
@@ -465,13 +484,25 @@ const std::vector<SettingSpec>& setting_specs() {
 
 const std::vector<std::string_view>& server_keys() {
     static const std::vector<std::string_view> keys = {"url", "max_concurrent_requests", "models",
-                                                       "weight", "api_key", "name"};
+                                                       "weight", "api_key", "name", "tls_ca_file", "tls_verify",
+                                                       "tls_cert_file", "tls_key_file"};
     return keys;
 }
 
 const std::vector<std::string_view>& routing_logics() {
     static const std::vector<std::string_view> names = {"least-load", "roundrobin", "session", "random"};
     return names;
+}
+
+TlsClientSettings tls_client_settings(const ServerConfig& server, const Settings& settings) {
+    TlsClientSettings t;
+    t.ca_file = server.tls_ca_file.empty() ? settings.tls_ca_file : server.tls_ca_file;
+    t.verify = server.tls_verify.value_or(settings.tls_verify);
+    // A certificate and its key go together: a server's own pair, else the [config] pair.
+    const bool own_pair = !server.tls_cert_file.empty() || !server.tls_key_file.empty();
+    t.cert_file = own_pair ? server.tls_cert_file : settings.tls_cert_file;
+    t.key_file = own_pair ? server.tls_key_file : settings.tls_key_file;
+    return t;
 }
 
 std::string server_label(const ServerConfig& server) {
@@ -634,6 +665,21 @@ std::vector<ConfigError> validate_config(const Config& config, bool require_serv
         if (auto p = check_weight(s.weight)) add(where + ".weight", *p, s.line, s.column);
         for (const auto& m : s.models)
             if (auto p = check_model_name(m)) add(where + ".models", *p, s.line, s.column);
+    }
+    auto readable = [](const std::string& path) { return path.empty() || std::ifstream(path).good(); };
+    auto check_tls = [&](const std::string& where, const std::string& ca, const std::string& cert,
+                         const std::string& key) {
+        for (const auto& [name, path] : {std::pair{"tls_ca_file", ca}, {"tls_cert_file", cert}, {"tls_key_file", key}})
+            if (!readable(path))
+                add(where + name, std::string(name) + " '" + path + "' cannot be read (does it exist?)");
+        if (cert.empty() != key.empty())
+            add(where + (cert.empty() ? "tls_cert_file" : "tls_key_file"),
+                "tls_cert_file and tls_key_file go together: a client certificate needs its key");
+    };
+    check_tls("config.", config.settings.tls_ca_file, config.settings.tls_cert_file, config.settings.tls_key_file);
+    for (std::size_t i = 0; i < config.servers.size(); ++i) {
+        const auto& s = config.servers[i];
+        check_tls("servers[" + std::to_string(i) + "].", s.tls_ca_file, s.tls_cert_file, s.tls_key_file);
     }
     std::vector<ServerConfig> parsed = config.servers;
     for (auto& s : parsed) {

@@ -35,6 +35,11 @@ struct ServerConfig {
     std::vector<std::string> models;  // empty: discovered from the server's /v1/models
     double weight = 1.0;
     std::string api_key;              // sent upstream as "Authorization: Bearer ..." when set
+    // TLS to an https:// server, each overriding the [config] key of the same name when set.
+    std::string tls_ca_file;
+    std::optional<bool> tls_verify;
+    std::string tls_cert_file;
+    std::string tls_key_file;
     // What operators call the server: the file's optional `name`, a discovered pod's name.
     // Shown beside the URL in /health, /load-stats, the dashboard and the logs; never a key.
     std::string name;
@@ -91,7 +96,24 @@ struct Settings {
     // Sent to every discovered pod as "Authorization: Bearer ..." (vLLM's --api-key), as a
     // static server's api_key is; written as "${VAR}" to come from a Secret. Never displayed.
     std::string k8s_api_key;
+    // TLS to https:// servers (a server's own keys win): the peer is verified against the CA
+    // file, else the system's store; tls_verify = false accepts any certificate (warned);
+    // a certificate and key make the router a client of mutual TLS.
+    std::string tls_ca_file;
+    bool tls_verify = true;
+    std::string tls_cert_file;
+    std::string tls_key_file;
 };
+
+// The TLS a server gets: its own keys, else the [config] ones.
+struct TlsClientSettings {
+    std::string ca_file;    // empty: the system's CA store
+    bool verify = true;
+    std::string cert_file;  // with key_file: a client certificate (mutual TLS)
+    std::string key_file;
+    bool operator==(const TlsClientSettings&) const = default;
+};
+TlsClientSettings tls_client_settings(const ServerConfig& server, const Settings& settings);
 
 struct Config {
     std::vector<ServerConfig> servers;

@@ -26,9 +26,12 @@ struct BackendState {
     std::atomic<std::uint64_t> scrape_errors{0};     // failed scrapes of /metrics
 };
 
+struct TlsClient;  // net/tls_client.hpp: the OpenSSL context of an https server (opaque here)
+
 struct FleetMember {
     std::shared_ptr<BackendState> state;
     ServerConfig config;
+    std::shared_ptr<TlsClient> tls;   // https: the context its connections use; null for http
     std::vector<std::string> models;  // configured, else discovered
     // The engine's own /v1/models entry for each of `models`, as JSON ("" for configured ones).
     std::vector<std::string> model_json;
@@ -54,6 +57,7 @@ struct FleetMember {
         double last_response_time = 0;
         std::uint64_t total_checks = 0;
         bool circuit_open = false;
+        std::string last_error;         // why the last check failed ("" after a good one)
     } health;
 
     bool serves(std::string_view model) const;

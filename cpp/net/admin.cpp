@@ -169,6 +169,13 @@ LocalAnswer health_answer(const RouterShared& shared, const Fleet& fleet) {
         out += ",\"total_checks\":" + std::to_string(h.total_checks);
         out += ",\"circuit_open\":";
         out += h.circuit_open ? "true" : "false";
+        out += ",\"last_error\":";
+        if (h.last_error.empty()) out += "null";
+        else append_json_string(out, h.last_error);
+        if (m.config.parts.scheme == "https") {
+            out += ",\"tls_verify\":";
+            out += tls_client_settings(m.config, s).verify ? "true" : "false";
+        }
         out += ",\"in_flight\":" + std::to_string(m.state->in_flight.load(std::memory_order_relaxed));
         out += ",\"supported_models\":";
         append_string_list(out, m.models);

@@ -8,6 +8,7 @@
 #include "core/policy.hpp"
 #include "core/prometheus.hpp"
 #include "net/http_get.hpp"
+#include "net/tls_client.hpp"
 
 namespace vllm_router {
 namespace {
@@ -38,6 +39,8 @@ struct ControlServer {
     }
 
     ServerConfig config;
+    std::shared_ptr<TlsClient> tls;  // https: built from tls_client_settings (ControlPlane::tls_for)
+    std::string last_error;          // why the last health check failed ("" after a good one)
     std::string key;  // canonical URL: what identifies a server across reloads
     std::shared_ptr<BackendState> state;
     std::vector<std::string> models;
@@ -72,7 +75,10 @@ void run_io_loop(asio::io_context& ioc, RouterShared& shared, const char* thread
 
 ControlPlane::ControlPlane(RouterShared& shared, Config config) : shared_(shared), settings_(config.settings) {
     policy_ = make_policy(*parse_routing_logic(settings_.routing_logic));
-    for (const auto& s : config.servers) servers_.push_back(std::make_unique<ControlServer>(s, settings_));
+    for (const auto& s : config.servers) {
+        servers_.push_back(std::make_unique<ControlServer>(s, settings_));
+        servers_.back()->tls = tls_for(s);
+    }
     shared_.report_attempt = [this](const std::shared_ptr<BackendState>& state, bool ok) {
         asio::post(ioc_, [this, state, ok] { on_attempt(state, ok); });
     };
@@ -94,6 +100,8 @@ void ControlPlane::publish() {
         FleetMember m;
         m.state = c.state;
         m.config = c.config;
+        m.tls = c.tls;
+        m.health.last_error = c.last_error;
         m.models = c.models;
         m.model_json = c.model_json;
         m.models_known = c.models_known;
@@ -198,7 +206,7 @@ void ControlPlane::on_attempt(const std::shared_ptr<BackendState>& state, bool o
 // The circuit is half-open: one GET /health decides whether it closes.
 void ControlPlane::probe(ControlServer& c) {
     c.probing = true;
-    http_get(ioc_, c.config.parts, "/health", c.config.api_key, settings_.health_check_timeout, 4096,
+    http_get(ioc_, c.config.parts, c.tls, "/health", c.config.api_key, settings_.health_check_timeout, 4096,
              [this, key = c.key](HttpGetResult r) {
                  ControlServer* c = by_key(key);
                  if (!c) return;
@@ -223,19 +231,25 @@ void ControlPlane::health_cycle(std::function<void()> done) {
         if (settings_.enable_active_health_check && !c.checking) {
             c.checking = true;
             ++*pending;
-            http_get(ioc_, c.config.parts, "/health", c.config.api_key, settings_.health_check_timeout, 4096,
+            http_get(ioc_, c.config.parts, c.tls, "/health", c.config.api_key, settings_.health_check_timeout, 4096,
                      [this, key = c.key, finish](HttpGetResult r) {
                          if (ControlServer* c = by_key(key)) {
                              c->checking = false;
                              if (!own_shortage(r, "health check")) {
                                  const bool ok = !r.error && r.status == 200;
                                  c->health.on_check(monotonic_seconds(), ok, r.error ? settings_.health_check_timeout : r.seconds);
-                                 if (!ok && shared_.debug_events.load(std::memory_order_relaxed)) {
+                                 const std::string why = ok ? std::string()
+                                                            : r.error ? r.why : "HTTP " + std::to_string(r.status);
+                                 // A new reason is news (a certificate that stopped verifying); the
+                                 // same one again is only for DEBUG.
+                                 if (!ok && why != c->last_error && !why.empty()) {
+                                     event(30, c->config.url, "health check of " + server_label(c->config) + " failed: " + why);
+                                 } else if (!ok && shared_.debug_events.load(std::memory_order_relaxed)) {
                                      event(10, c->config.url,
-                                           "health check of " + server_label(c->config) + " failed: " +
-                                               (r.error ? r.error.message() : "HTTP " + std::to_string(r.status)) + " (" +
+                                           "health check of " + server_label(c->config) + " failed: " + why + " (" +
                                                std::to_string(c->health.consecutive_failures()) + " in a row)");
                                  }
+                                 c->last_error = why;
                              }
                          }
                          finish();
@@ -243,7 +257,7 @@ void ControlPlane::health_cycle(std::function<void()> done) {
         }
         if (c.config.models.empty()) {
             ++*pending;
-            http_get(ioc_, c.config.parts, "/v1/models", c.config.api_key, settings_.health_check_timeout,
+            http_get(ioc_, c.config.parts, c.tls, "/v1/models", c.config.api_key, settings_.health_check_timeout,
                      kModelListLimit, [this, key = c.key, finish](HttpGetResult r) {
                          ControlServer* c = by_key(key);
                          std::optional<std::vector<ModelEntry>> models;
@@ -299,7 +313,7 @@ void ControlPlane::scrape_cycle() {
         if (c.scraping) continue;
         c.scraping = true;
         ++*pending;
-        http_get(ioc_, c.config.parts, "/metrics", c.config.api_key, timeout, kMetricsLimit,
+        http_get(ioc_, c.config.parts, c.tls, "/metrics", c.config.api_key, timeout, kMetricsLimit,
                  [this, key = c.key, finish](HttpGetResult r) {
                      if (ControlServer* c = by_key(key)) on_scrape(*c, r);
                      finish();
@@ -355,6 +369,27 @@ void ControlPlane::schedule_scrape() {
     });
 }
 
+// The TLS context of an https server, shared by the servers with the same settings. A context
+// that cannot be built (a file changed since it was checked) leaves the server without one: its
+// connections fail with that reason, which is logged here once.
+std::shared_ptr<TlsClient> ControlPlane::tls_for(const ServerConfig& server) {
+    if (server.parts.scheme != "https" && server.url.rfind("https://", 0) != 0) return nullptr;
+    const TlsClientSettings wanted = tls_client_settings(server, settings_);
+    for (const auto& t : tls_cache_)
+        if (t->settings == wanted) return t;
+    std::string error;
+    auto made = make_tls_client(wanted, &error);
+    if (!made) {
+        event(40, server.url, "cannot use the TLS settings of " + server_label(server) + ": " + error);
+        return nullptr;
+    }
+    if (!wanted.verify && unverified_warned_.insert(server.url).second)
+        event(30, server.url, "tls_verify = false for " + server_label(server) +
+                                  ": its certificate is not checked, anyone on the path can read and change its traffic");
+    tls_cache_.push_back(made);
+    return made;
+}
+
 // A new configuration, already validated: servers are matched by canonical URL so that
 // their counters, health and pooled connections survive; removed ones drain.
 void ControlPlane::apply(Config config, ConfigChange change) {
@@ -365,8 +400,10 @@ void ControlPlane::apply(Config config, ConfigChange change) {
     if (logic_changed) policy_ = make_policy(*parse_routing_logic(settings_.routing_logic));
     std::vector<std::unique_ptr<ControlServer>> next;
     bool discover = false;
+    tls_cache_.clear();  // contexts follow the new settings; connections keep theirs alive
     for (const auto& s : config.servers) {
         auto fresh = std::make_unique<ControlServer>(s, settings_);
+        fresh->tls = tls_for(s);
         auto same = [&](const auto& c) { return c && c->key == fresh->key; };
         auto it = std::find_if(servers_.begin(), servers_.end(), same);
         if (it == servers_.end()) {
@@ -399,6 +436,7 @@ void ControlPlane::apply(Config config, ConfigChange change) {
         kept->config = s;
         kept->config.parts = parts;
         kept->health.configure(settings_);
+        kept->tls = fresh->tls;
         next.push_back(std::move(kept));
     }
     for (auto& c : servers_) {

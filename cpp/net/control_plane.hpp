@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/config.hpp"
@@ -48,6 +49,7 @@ public:
 
 private:
     void publish();
+    std::shared_ptr<TlsClient> tls_for(const ServerConfig& server);
     void tick();
     void event(int level, const std::string& backend, std::string message);
     ControlServer* find(const BackendState* state);
@@ -67,6 +69,8 @@ private:
     std::shared_ptr<Policy> policy_;
     std::vector<std::unique_ptr<ControlServer>> servers_;
     std::vector<std::unique_ptr<ControlServer>> draining_;
+    std::vector<std::shared_ptr<TlsClient>> tls_cache_;  // one context per distinct TLS settings
+    std::unordered_set<std::string> unverified_warned_;   // tls_verify = false said once per URL
     std::unordered_map<const BackendState*, bool> published_healthy_;
     double shortage_logged_at_ = -1e9;
     asio::io_context ioc_{1};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -13,15 +14,20 @@
 
 namespace vllm_router {
 
+struct TlsClient;
+
 struct HttpGetResult {
     boost::system::error_code error;  // transport error or timeout; status is 0 then
+    std::string why;                  // the error in words (a TLS failure's own reason)
     int status = 0;
     std::string body;
     double seconds = 0;  // from start to the whole answer
 };
 
-// GETs base_path + `path` from the server. `callback` runs on `ioc`'s thread, exactly once.
-void http_get(boost::asio::io_context& ioc, const UrlParts& server, std::string path, const std::string& api_key,
-              double timeout_seconds, std::size_t max_body, std::function<void(HttpGetResult)> callback);
+// GETs base_path + `path` from the server, over TLS with `tls` (an https server; null for http).
+// `callback` runs on `ioc`'s thread, exactly once.
+void http_get(boost::asio::io_context& ioc, const UrlParts& server, const std::shared_ptr<TlsClient>& tls,
+              std::string path, const std::string& api_key, double timeout_seconds, std::size_t max_body,
+              std::function<void(HttpGetResult)> callback);
 
 }  // namespace vllm_router

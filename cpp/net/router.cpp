@@ -41,7 +41,7 @@ std::unique_ptr<UpstreamConn> UpstreamPool::take(const BackendState* backend) {
         // A readable idle connection has been closed by the server (or sent junk): drop it.
         // One non-blocking peek, whatever mode the socket is in.
         char probe;
-        const ssize_t n = ::recv(conn->socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        const ssize_t n = ::recv(conn->tcp().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return conn;
     }
     return nullptr;

@@ -27,6 +27,7 @@
 #include "net/bridge.hpp"
 #include "net/request_body.hpp"
 #include "net/router.hpp"
+#include "net/tls_client.hpp"
 #include "net/tracing.hpp"
 
 namespace vllm_router {
@@ -44,9 +45,34 @@ using Socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
 class Session;
 
 // A keep-alive connection to one backend, owned by one worker thread.
+// One connection to a server: plain TCP, or TLS over it for an https:// server. Reads and
+// writes go through it either way (it is an Asio stream), so that the relay has one path.
 struct UpstreamConn {
     explicit UpstreamConn(asio::io_context& ioc) : socket(ioc) {}
-    Socket socket;
+    UpstreamConn(asio::io_context& ioc, const std::shared_ptr<TlsClient>& client)
+        : socket(ioc), tls_client(client),
+          tls(std::make_unique<asio::ssl::stream<Socket>>(ioc, client->ctx)) {}
+
+    using executor_type = Socket::executor_type;
+    executor_type get_executor() { return socket.get_executor(); }
+    // The TCP socket: the connection's own, or the one under TLS.
+    Socket& tcp() { return tls ? tls->next_layer() : socket; }
+
+    template <class Buffers, class Handler>
+    void async_read_some(const Buffers& buffers, Handler&& handler) {
+        if (tls) tls->async_read_some(buffers, std::forward<Handler>(handler));
+        else socket.async_read_some(buffers, std::forward<Handler>(handler));
+    }
+    template <class Buffers, class Handler>
+    void async_write_some(const Buffers& buffers, Handler&& handler) {
+        if (tls) tls->async_write_some(buffers, std::forward<Handler>(handler));
+        else socket.async_write_some(buffers, std::forward<Handler>(handler));
+    }
+
+    Socket socket;  // plain TCP (unused under TLS, which owns its own)
+    std::shared_ptr<TlsClient> tls_client;
+    TlsSessionSlot tls_slot;  // before `tls`: it outlives the SSL object that points to it
+    std::unique_ptr<asio::ssl::stream<Socket>> tls;
     beast::flat_buffer buffer;  // bytes from the server not yet parsed
     std::shared_ptr<BackendState> backend;
     steady_clock::time_point idle_since;

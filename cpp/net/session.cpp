@@ -62,7 +62,7 @@ void Session::set_state(State next) {
 void Session::close_sockets() {
     error_code ignored;
     socket_.close(ignored);
-    if (up_) up_->socket.close(ignored);
+    if (up_) up_->tcp().close(ignored);
 }
 
 // Timeouts are deadlines that the worker's sweep checks a few times a second (Worker::sweep),
@@ -79,7 +79,7 @@ void Session::check_deadlines(steady_clock::time_point now) {
         upstream_deadline_.clear();
         if (up_) {
             upstream_deadline_.fired = true;
-            up_->socket.cancel(ignored);
+            up_->tcp().cancel(ignored);
         }
     }
     if (now >= callback_deadline_) {
@@ -571,7 +571,7 @@ void Session::close_client() {
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);
     retry_timer_.cancel();
-    if (up_) up_->socket.close(ec);
+    if (up_) up_->tcp().close(ec);
 }
 
 }  // namespace vllm_router

@@ -112,6 +112,7 @@ private:
     void connect_fresh();
     void on_resolve(error_code ec, tcp::resolver::results_type results);
     void on_connect(error_code ec);
+    void on_upstream_handshake(error_code ec);
     void do_upstream_write();
     void on_spooled_piece_written(error_code ec, std::size_t);
     void on_upstream_write(error_code ec, std::size_t);

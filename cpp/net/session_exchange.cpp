@@ -219,15 +219,21 @@ void Session::start_attempt() {
 }
 
 void Session::connect_fresh() {
-    up_ = std::make_unique<UpstreamConn>(worker_.ioc);
-    up_->backend = backend_;
     const auto& parts = member_->config.parts;
+    if (parts.scheme == "https") {
+        // No context: its files could not be used (said when the configuration was applied).
+        if (!member_->tls) return attempt_failed(Failure::connect, {}, 0, "no usable TLS settings for this server");
+        up_ = std::make_unique<UpstreamConn>(worker_.ioc, member_->tls);
+    } else {
+        up_ = std::make_unique<UpstreamConn>(worker_.ioc);
+    }
+    up_->backend = backend_;
     upstream_deadline_.set(to_duration(std::min(kConnectTimeoutCap, settings().request_timeout)));
     error_code ec;
     const auto address = asio::ip::make_address(parts.host, ec);
     if (!ec) {
         // A literal address needs no resolver round trip.
-        return up_->socket.async_connect(tcp::endpoint(address, parts.port),
+        return up_->tcp().async_connect(tcp::endpoint(address, parts.port),
                                          beast::bind_front_handler(&Session::on_connect, shared_from_this()));
     }
     resolver_.emplace(worker_.ioc);
@@ -238,7 +244,7 @@ void Session::connect_fresh() {
 void Session::on_resolve(error_code ec, tcp::resolver::results_type results) {
     if (state_ != State::exchanging) return;
     if (ec) return attempt_failed(Failure::connect, ec);
-    asio::async_connect(up_->socket, results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+    asio::async_connect(up_->tcp(), results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
         self->on_connect(ec);
     });
 }
@@ -258,7 +264,24 @@ void Session::on_connect(error_code ec) {
     }
     if (ec) return attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
     error_code ignored;
-    up_->socket.set_option(tcp::no_delay(true), ignored);
+    up_->tcp().set_option(tcp::no_delay(true), ignored);
+    if (!up_->tls) return do_upstream_write();
+    // https: the handshake is part of connecting; a failed one is a connect failure with its
+    // reason, retried on another server like any other.
+    const auto& parts = member_->config.parts;
+    if (!prepare_tls_connection(up_->tls->native_handle(), parts.host, up_->tls_client->settings.verify))
+        return attempt_failed(Failure::connect, {}, 0, "TLS setup failed: " + tls_failure_reason({}, nullptr));
+    up_->tls_slot.key = parts.host + ":" + std::to_string(parts.port);
+    up_->tls_client->attach(up_->tls->native_handle(), up_->tls_slot);
+    up_->tls->async_handshake(asio::ssl::stream_base::client,
+                              beast::bind_front_handler(&Session::on_upstream_handshake, shared_from_this()));
+}
+
+void Session::on_upstream_handshake(error_code ec) {
+    ec = upstream_ec(ec);
+    if (state_ != State::exchanging) return;
+    if (ec == beast::error::timeout) return attempt_failed(Failure::timeout, ec);
+    if (ec) return attempt_failed(Failure::connect, ec, 0, "TLS handshake failed: " + tls_failure_reason(ec, up_->tls->native_handle()));
     do_upstream_write();
 }
 
@@ -267,12 +290,12 @@ void Session::do_upstream_write() {
     up_parser_.reset();
     if (!body_.spooled()) {
         const std::array<asio::const_buffer, 2> request{asio::buffer(up_head_), asio::buffer(body_.memory())};
-        return asio::async_write(up_->socket, request,
+        return asio::async_write(*up_, request,
                                  beast::bind_front_handler(&Session::on_upstream_write, shared_from_this()));
     }
     // A spooled body goes out piece by piece from its file, each attempt from the start.
     body_sent_ = 0;
-    asio::async_write(up_->socket, asio::buffer(up_head_),
+    asio::async_write(*up_, asio::buffer(up_head_),
                       beast::bind_front_handler(&Session::on_spooled_piece_written, shared_from_this()));
 }
 
@@ -286,7 +309,7 @@ void Session::on_spooled_piece_written(error_code ec, std::size_t) {
     if (n <= 0) {
         // The router's own trouble: no server is to blame, and none would do better.
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
         up_.reset();
         release_backend(Verdict::neutral);
         end_exchange(503);
@@ -295,7 +318,7 @@ void Session::on_spooled_piece_written(error_code ec, std::size_t) {
                       "application/json", 5);
     }
     body_sent_ += static_cast<std::uint64_t>(n);
-    asio::async_write(up_->socket, asio::buffer(buf, static_cast<std::size_t>(n)),
+    asio::async_write(*up_, asio::buffer(buf, static_cast<std::size_t>(n)),
                       beast::bind_front_handler(&Session::on_spooled_piece_written, shared_from_this()));
 }
 
@@ -311,7 +334,7 @@ void Session::on_upstream_write(error_code ec, std::size_t) {
 void Session::upstream_read() {
     auto& buffer = up_->buffer;
     const std::size_t room = std::clamp(buffer.capacity() - buffer.size(), kUpstreamMinRead, kMaxRead);
-    up_->socket.async_read_some(buffer.prepare(room), beast::bind_front_handler(&Session::on_upstream_read, shared_from_this()));
+    up_->async_read_some(buffer.prepare(room), beast::bind_front_handler(&Session::on_upstream_read, shared_from_this()));
 }
 
 void Session::on_upstream_read(error_code ec, std::size_t n) {
@@ -424,7 +447,7 @@ void Session::upstream_io_failed(error_code ec) {
     const bool answered_some = up_->buffer.size() > 0 || (up_parser_ && up_parser_->got_some());
     if (up_->reused && !answered_some && ec != beast::error::timeout) {
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
         return connect_fresh();
     }
     attempt_failed(ec == beast::error::timeout ? Failure::timeout : Failure::connect, ec);
@@ -439,7 +462,7 @@ void Session::attempt_failed(Failure kind, error_code ec, int status, std::strin
     shared_.upstream_errors_by_kind[static_cast<std::size_t>(kind) - 1].fetch_add(1, std::memory_order_relaxed);
     if (up_) {
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
         up_.reset();
     }
     release_backend(Verdict::failure);

@@ -106,7 +106,7 @@ void Session::finish_relay() {
         worker_.pool.give(std::move(up_));
     } else {
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
         up_.reset();
     }
     end_exchange(status);
@@ -122,7 +122,7 @@ void Session::stream_broke(std::string_view why) {
     release_backend(Verdict::failure);
     if (up_) {
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
         up_.reset();
     }
     // Bytes already reached the client: no retry. For an event stream, say what happened in
@@ -164,7 +164,7 @@ void Session::client_left() {
     // (aborted) must find its socket and buffer alive. It goes with the session.
     if (up_) {
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
     }
     release_backend(Verdict::neutral);
     end_exchange(499);
@@ -178,7 +178,7 @@ void Session::finish_after_done() {
         // The engine has finished; the end of its body is not wanted. As in client_left, the
         // connection object stays for the read that may be pending on it.
         error_code ignored;
-        up_->socket.close(ignored);
+        up_->tcp().close(ignored);
     }
     end_exchange(status);
     close_client();

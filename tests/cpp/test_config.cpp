@@ -55,6 +55,10 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"every_server_key", server_line("url = \"https://h/v\", max_concurrent_requests = 8, "
                                                  "models = [\"m\"], weight = 2, api_key = \"k\", name = \"gpu-a\""),
                  nullptr, 0},
+        RuleCase{"tls_verify_string", server_line("url = \"https://h\", tls_verify = \"no\""),
+                 "tls_verify must be true or false", 3},
+        RuleCase{"tls_ca_number", server_line("url = \"https://h\", tls_ca_file = 1"), "tls_ca_file must be a string", 3},
+        RuleCase{"tls_settings", with_config("tls_verify = false\ntls_ca_file = \"\""), nullptr, 0},
         RuleCase{"name_number", server_line("url = \"http://h\", name = 1"), "name must be a string", 3},
         RuleCase{"bad_scheme", server_line("url = \"ftp://h:1\""), "only http:// and https://", 3},
         RuleCase{"no_scheme", server_line("url = \"gpu-1:8000\""), "must start with http://", 3},
@@ -277,6 +281,10 @@ INSTANTIATE_TEST_SUITE_P(
                      },
                      nullptr},
         ValidateCase{"discovery", [](Config& c) { c.settings.service_discovery = "dns"; }, "config.service_discovery"},
+        ValidateCase{"tls_cert_without_key", [](Config& c) { c.servers[0].tls_cert_file = "/etc/hostname"; },
+                     "servers[0].tls_key_file"},
+        ValidateCase{"tls_ca_unreadable", [](Config& c) { c.settings.tls_ca_file = "/nonexistent/ca.pem"; },
+                     "config.tls_ca_file"},
         ValidateCase{"k8s_port", [](Config& c) { c.settings.k8s_port = 65536; }, "config.k8s_port"},
         ValidateCase{"bad_url", [](Config& c) { c.servers[0].url = "gpu:1"; }, "servers[0].url"},
         ValidateCase{"capacity", [](Config& c) { c.servers[0].max_concurrent_requests = 0; },
@@ -351,10 +359,11 @@ TEST(ClosestMatch, SuggestsOnlyLikelyTypos) {
 
 TEST(Config, SettingSpecsCoverEverySettingAndRenderValues) {
     Settings s;
-    ASSERT_EQ(setting_specs().size(), 31u);
+    ASSERT_EQ(setting_specs().size(), 35u);
     EXPECT_EQ(setting_value(s, "callback_timeout"), "30");
     for (const auto& spec : setting_specs())
-        if (spec.name != "body_spool_dir" && !spec.name.starts_with("k8s_"))  // empty by default
+        if (spec.name != "body_spool_dir" && !spec.name.starts_with("k8s_") &&
+            !spec.name.ends_with("_file"))  // empty by default
             EXPECT_FALSE(setting_value(s, spec.name).empty()) << spec.name;
     EXPECT_EQ(setting_value(s, "health_check_min_success_rate"), "0.8");
     EXPECT_EQ(setting_value(s, "enable_active_health_check"), "true");
@@ -364,6 +373,30 @@ TEST(Config, SettingSpecsCoverEverySettingAndRenderValues) {
     EXPECT_EQ(setting_value(s, "k8s_api_key"), "");
     s.k8s_api_key = "sk-pods";
     EXPECT_EQ(setting_value(s, "k8s_api_key"), "***");
+}
+
+}  // namespace
+}  // namespace vllm_router
+
+namespace vllm_router {
+namespace {
+
+TEST(Config, AServersOwnTlsKeysWinOverTheConfigOnes) {
+    Settings settings;
+    settings.tls_ca_file = "/global/ca.pem";
+    settings.tls_cert_file = "/global/c.pem";
+    settings.tls_key_file = "/global/c.key";
+    ServerConfig server;
+    auto t = tls_client_settings(server, settings);
+    EXPECT_EQ(t, (TlsClientSettings{"/global/ca.pem", true, "/global/c.pem", "/global/c.key"}));
+    server.tls_ca_file = "/own/ca.pem";
+    server.tls_verify = false;
+    server.tls_cert_file = "/own/c.pem";
+    server.tls_key_file = "/own/c.key";
+    t = tls_client_settings(server, settings);
+    EXPECT_EQ(t, (TlsClientSettings{"/own/ca.pem", false, "/own/c.pem", "/own/c.key"}));
+    settings.tls_verify = false;
+    EXPECT_FALSE(tls_client_settings(ServerConfig{}, settings).verify);
 }
 
 }  // namespace

@@ -1,0 +1,63 @@
+// TLS towards https:// servers: one OpenSSL client context per distinct TlsClientSettings (CA
+// file or the system's store, verification on or off, an optional client certificate), the
+// per-connection setup (SNI and the host name or IP the certificate must name), and the reason
+// of a failed handshake in words an operator acts on ("certificate verify failed: self-signed
+// certificate"). The data plane, the health checks, the scrapes and model discovery all use it,
+// so they never disagree about a server.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <boost/asio/ssl.hpp>
+
+#include "core/config.hpp"
+
+namespace vllm_router {
+
+struct TlsClient;
+
+// Where a connection's new TLS session goes: its context's cache, under the server's address.
+// Lives as long as the connection's SSL object (declared before it in its owner).
+struct TlsSessionSlot {
+    TlsClient* client = nullptr;
+    std::string key;  // "host:port"
+};
+
+// One OpenSSL client context, and the last session each server gave it (resumption: a new
+// connection to a server skips the full handshake). Shared by threads: the cache has a lock,
+// taken once per new connection.
+struct TlsClient {
+    TlsClient();
+    ~TlsClient();
+    TlsClient(const TlsClient&) = delete;
+    TlsClient& operator=(const TlsClient&) = delete;
+
+    boost::asio::ssl::context ctx;
+    TlsClientSettings settings;
+
+    // Before a handshake: offers the session last stored for `slot.key`, and files the next
+    // one there.
+    void attach(SSL* ssl, TlsSessionSlot& slot);
+    void store(const std::string& key, SSL_SESSION* session);  // takes ownership
+
+private:
+    std::mutex mutex_;
+    std::unordered_map<std::string, SSL_SESSION*> sessions_;
+};
+
+// A context for `settings`; nullptr with `error` set when a file cannot be used (not PEM, a key
+// that does not match its certificate).
+std::shared_ptr<TlsClient> make_tls_client(const TlsClientSettings& settings, std::string* error);
+
+// Before the handshake on `ssl`: SNI (names only, never for an IP) and the name or address the
+// peer's certificate must carry when verification is on. False when OpenSSL refuses them.
+bool prepare_tls_connection(SSL* ssl, const std::string& host, bool verify);
+
+// Why a handshake (or a read or write on TLS) failed: the certificate check's own words when
+// that was the cause, else OpenSSL's or the system's error.
+std::string tls_failure_reason(const boost::system::error_code& ec, SSL* ssl);
+
+}  // namespace vllm_router
