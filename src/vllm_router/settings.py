@@ -123,6 +123,9 @@ def resolve(
             if e.key in overridden or (static_backends and e.key.startswith("servers["))
         ]
     errors += [_describe(e) for e in checked]
+    if not errors:
+        # The files exist: do they hold what OpenSSL needs (PEM, a key that fits its certificate)?
+        errors += _core.check_tls(config)
     return Resolved(config, config_path, file_used, errors)
 
 
