@@ -77,7 +77,7 @@ ControlPlane::ControlPlane(RouterShared& shared, Config config) : shared_(shared
     policy_ = make_policy(*parse_routing_logic(settings_.routing_logic));
     for (const auto& s : config.servers) {
         servers_.push_back(std::make_unique<ControlServer>(s, settings_));
-        servers_.back()->tls = tls_for(s);
+        servers_.back()->tls = tls_for(servers_.back()->config);
     }
     shared_.report_attempt = [this](const std::shared_ptr<BackendState>& state, bool ok) {
         asio::post(ioc_, [this, state, ok] { on_attempt(state, ok); });
@@ -373,10 +373,15 @@ void ControlPlane::schedule_scrape() {
 // that cannot be built (a file changed since it was checked) leaves the server without one: its
 // connections fail with that reason, which is logged here once.
 std::shared_ptr<TlsClient> ControlPlane::tls_for(const ServerConfig& server) {
-    if (server.parts.scheme != "https" && server.url.rfind("https://", 0) != 0) return nullptr;
+    if (server.parts.scheme != "https") return nullptr;
     const TlsClientSettings wanted = tls_client_settings(server, settings_);
     for (const auto& t : tls_cache_)
         if (t->settings == wanted) return t;
+    for (const auto& t : tls_previous_) {
+        if (t->settings != wanted) continue;
+        tls_cache_.push_back(t);
+        return t;
+    }
     std::string error;
     auto made = make_tls_client(wanted, &error);
     if (!made) {
@@ -400,10 +405,13 @@ void ControlPlane::apply(Config config, ConfigChange change) {
     if (logic_changed) policy_ = make_policy(*parse_routing_logic(settings_.routing_logic));
     std::vector<std::unique_ptr<ControlServer>> next;
     bool discover = false;
-    tls_cache_.clear();  // contexts follow the new settings; connections keep theirs alive
+    // Contexts whose settings did not change are kept (their sessions, and the pooled
+    // connections made with them); the others are dropped with the connections that used them.
+    tls_previous_ = std::move(tls_cache_);
+    tls_cache_.clear();
     for (const auto& s : config.servers) {
         auto fresh = std::make_unique<ControlServer>(s, settings_);
-        fresh->tls = tls_for(s);
+        fresh->tls = tls_for(fresh->config);
         auto same = [&](const auto& c) { return c && c->key == fresh->key; };
         auto it = std::find_if(servers_.begin(), servers_.end(), same);
         if (it == servers_.end()) {
@@ -439,6 +447,7 @@ void ControlPlane::apply(Config config, ConfigChange change) {
         kept->tls = fresh->tls;
         next.push_back(std::move(kept));
     }
+    tls_previous_.clear();
     for (auto& c : servers_) {
         if (!c) continue;
         event(20, c->config.url, "server " + server_label(c->config) +

@@ -70,6 +70,7 @@ private:
     std::vector<std::unique_ptr<ControlServer>> servers_;
     std::vector<std::unique_ptr<ControlServer>> draining_;
     std::vector<std::shared_ptr<TlsClient>> tls_cache_;  // one context per distinct TLS settings
+    std::vector<std::shared_ptr<TlsClient>> tls_previous_;  // during apply(): the cache before it
     std::unordered_set<std::string> unverified_warned_;   // tls_verify = false said once per URL
     std::unordered_map<const BackendState*, bool> published_healthy_;
     double shortage_logged_at_ = -1e9;

@@ -34,8 +34,8 @@ public:
     HttpGet(asio::io_context& ioc, UrlParts server, std::shared_ptr<TlsClient> tls, std::string path,
             const std::string& api_key, double timeout, std::size_t max_body,
             std::function<void(HttpGetResult)> callback, StreamArgs&&... stream_args)
-        : stream_(ioc, std::forward<StreamArgs>(stream_args)...), resolver_(ioc), server_(std::move(server)),
-          tls_(std::move(tls)), timeout_(timeout), callback_(std::move(callback)) {
+        : tls_(std::move(tls)), stream_(ioc, std::forward<StreamArgs>(stream_args)...), resolver_(ioc),
+          server_(std::move(server)), timeout_(timeout), callback_(std::move(callback)) {
         req_.method(http::verb::get);
         req_.target(server_.base_path + path);
         req_.version(11);
@@ -115,17 +115,18 @@ private:
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
         error_code ignored;
         // No TLS close_notify: the connection is ours alone and is closed at once either way.
+        if constexpr (kTls) mark_tls_closed(stream_.native_handle());
         lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
         lowest().close();
         auto cb = std::move(callback_);
         if (cb) cb(std::move(r));
     }
 
-    TlsSessionSlot slot_;  // before stream_: it outlives the SSL object that points to it
+    std::shared_ptr<TlsClient> tls_;  // first: the context outlives the stream made from it
+    TlsSessionSlot slot_;             // before stream_: it outlives the SSL object that points to it
     Stream stream_;
     tcp::resolver resolver_;
     UrlParts server_;
-    std::shared_ptr<TlsClient> tls_;
     double timeout_;
     std::function<void(HttpGetResult)> callback_;
     http::request<http::empty_body> req_;

@@ -27,7 +27,7 @@ using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT
 
 }  // namespace
 
-std::unique_ptr<UpstreamConn> UpstreamPool::take(const BackendState* backend) {
+std::unique_ptr<UpstreamConn> UpstreamPool::take(const BackendState* backend, const TlsClient* tls) {
     auto it = idle_.find(backend);
     if (it == idle_.end()) return nullptr;
     auto& conns = it->second;
@@ -37,6 +37,7 @@ std::unique_ptr<UpstreamConn> UpstreamPool::take(const BackendState* backend) {
         conns.pop_back();
         const auto idle = now - conn->idle_since;
         if (idle > kPoolMaxIdle) continue;
+        if (conn->tls_client.get() != tls) continue;  // a reload changed its TLS settings
         if (idle < kPoolTrustedIdle) return conn;
         // A readable idle connection has been closed by the server (or sent junk): drop it.
         // One non-blocking peek, whatever mode the socket is in.

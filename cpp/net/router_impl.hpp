@@ -52,6 +52,11 @@ struct UpstreamConn {
     UpstreamConn(asio::io_context& ioc, const std::shared_ptr<TlsClient>& client)
         : socket(ioc), tls_client(client),
           tls(std::make_unique<asio::ssl::stream<Socket>>(ioc, client->ctx)) {}
+    ~UpstreamConn() {
+        if (tls) mark_tls_closed(tls->native_handle());
+    }
+    UpstreamConn(const UpstreamConn&) = delete;
+    UpstreamConn& operator=(const UpstreamConn&) = delete;
 
     using executor_type = Socket::executor_type;
     executor_type get_executor() { return socket.get_executor(); }
@@ -84,7 +89,8 @@ class UpstreamPool {
 public:
     // A live idle connection to `backend`, or null. Stale ones (closed by the server, or idle
     // longer than servers usually keep them) are dropped on the way.
-    std::unique_ptr<UpstreamConn> take(const BackendState* backend);
+    // One made with another TLS context than `tls` (the settings changed since) is dropped.
+    std::unique_ptr<UpstreamConn> take(const BackendState* backend, const TlsClient* tls);
     void give(std::unique_ptr<UpstreamConn> conn);
     // Closes the connections idle longer than servers usually keep them.
     void reap(steady_clock::time_point now);

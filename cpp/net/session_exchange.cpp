@@ -213,7 +213,7 @@ void Session::build_upstream_head(const ServerConfig& server) {
 // ---------------------------------------------------------------- one attempt
 
 void Session::start_attempt() {
-    up_ = worker_.pool.take(backend_.get());
+    up_ = worker_.pool.take(backend_.get(), member_->tls.get());
     if (up_) return do_upstream_write();
     connect_fresh();
 }

@@ -28,12 +28,17 @@ int slot_index() {
 
 // OpenSSL's "a server gave us a session" (after the handshake in TLS 1.2, with each ticket in
 // TLS 1.3). Returning 1 takes the reference.
+// A copy is kept: the connection's own session object stays its alone (OpenSSL may still mark
+// it), and each cached one is handed to one new connection only (TLS 1.3 tickets are single-use).
 int on_new_session(SSL* ssl, SSL_SESSION* session) {
     auto* slot = static_cast<TlsSessionSlot*>(SSL_get_ex_data(ssl, slot_index()));
     if (!slot || !slot->client) return 0;
-    slot->client->store(slot->key, session);
-    return 1;
+    if (SSL_SESSION* copy = SSL_SESSION_dup(session)) slot->client->store(slot->key, copy);
+    return 0;
 }
+
+// Encrypted keys are refused rather than prompted for on a terminal (which would block).
+int no_passphrase(char*, int, int, void*) { return 0; }
 
 }  // namespace
 
@@ -51,7 +56,16 @@ void TlsClient::attach(SSL* ssl, TlsSessionSlot& slot) {
     SSL_set_ex_data(ssl, slot_index(), &slot);
     std::lock_guard lock(mutex_);
     auto it = sessions_.find(slot.key);
-    if (it != sessions_.end()) SSL_set_session(ssl, it->second);  // takes its own reference
+    if (it == sessions_.end()) return;
+    SSL_set_session(ssl, it->second);  // takes its own reference
+    SSL_SESSION_free(it->second);
+    sessions_.erase(it);
+}
+
+void mark_tls_closed(SSL* ssl) {
+    // The router closes TCP without a close_notify; told this, OpenSSL keeps the session
+    // resumable instead of treating the end as an error.
+    if (ssl) SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 }
 
 void TlsClient::store(const std::string& key, SSL_SESSION* session) {
@@ -76,6 +90,7 @@ std::shared_ptr<TlsClient> make_tls_client(const TlsClientSettings& settings, st
     client->settings = settings;
     SSL_CTX* ctx = client->ctx.native_handle();
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     ERR_clear_error();
     if (settings.verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
@@ -93,12 +108,14 @@ std::shared_ptr<TlsClient> make_tls_client(const TlsClientSettings& settings, st
         if (SSL_CTX_use_certificate_chain_file(ctx, settings.cert_file.c_str()) != 1)
             return fail("tls_cert_file '" + settings.cert_file + "' is not a PEM certificate: " + openssl_errors());
         if (SSL_CTX_use_PrivateKey_file(ctx, settings.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-            if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            const unsigned long e = ERR_peek_last_error();
+            if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
                 ERR_clear_error();
                 return fail("tls_key_file '" + settings.key_file + "' is not the key of tls_cert_file '" +
                             settings.cert_file + "'");
             }
-            return fail("tls_key_file '" + settings.key_file + "' is not a PEM private key: " + openssl_errors());
+            return fail("tls_key_file '" + settings.key_file + "' is not an unencrypted PEM private key: " +
+                        openssl_errors());
         }
         if (SSL_CTX_check_private_key(ctx) != 1)
             return fail("tls_key_file '" + settings.key_file + "' is not the key of tls_cert_file '" +
@@ -120,7 +137,9 @@ bool prepare_tls_connection(SSL* ssl, const std::string& host, bool verify) {
 }
 
 std::string tls_failure_reason(const boost::system::error_code& ec, SSL* ssl) {
-    if (ssl) {
+    if (!ec) return openssl_errors();  // a setup step OpenSSL refused
+    // The chain's result is recorded even with verification off: it is the cause only when on.
+    if (ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER)) {
         const long result = SSL_get_verify_result(ssl);
         if (result != X509_V_OK) {
             std::string why = X509_verify_cert_error_string(result);

@@ -56,8 +56,13 @@ std::shared_ptr<TlsClient> make_tls_client(const TlsClientSettings& settings, st
 // peer's certificate must carry when verification is on. False when OpenSSL refuses them.
 bool prepare_tls_connection(SSL* ssl, const std::string& host, bool verify);
 
+// Before an established TLS connection is freed without a close_notify (the router closes TCP):
+// keeps its session resumable.
+void mark_tls_closed(SSL* ssl);
+
 // Why a handshake (or a read or write on TLS) failed: the certificate check's own words when
-// that was the cause, else OpenSSL's or the system's error.
+// that was the cause, else OpenSSL's or the system's error; with no error code, OpenSSL's queue
+// (a setup step it refused).
 std::string tls_failure_reason(const boost::system::error_code& ec, SSL* ssl);
 
 }  // namespace vllm_router

@@ -54,7 +54,8 @@ def tls_context(server: Any, settings: Any) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if t["cert_file"]:
-        context.load_cert_chain(t["cert_file"], t["key_file"])
+        # As the router: an encrypted key is refused, never prompted for.
+        context.load_cert_chain(t["cert_file"], t["key_file"], password=lambda: b"")
     return context
 
 
@@ -86,7 +87,7 @@ def probe_one(server: Any, timeout: float = PROBE_TIMEOUT_S, settings: Any = Non
     base = server.url.rstrip("/")
     result = ProbeResult(url=server.url)
     context = None
-    if server.url.startswith("https://"):
+    if server.parts.scheme == "https":
         try:
             context = tls_context(server, settings if settings is not None else _core.Settings())
         except (OSError, ssl.SSLError) as e:

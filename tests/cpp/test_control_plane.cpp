@@ -60,13 +60,25 @@ TEST(ControlPlane, AServerBackBeforeItsDrainEndedIsStillChecked) {
     a.set_health_delay(300ms);
     TestRouter router({a.url(), b.url()});
     router.router().update_config(config_of({&a, &b}));
+    // The configuration is applied on the control thread: wait for it (A's own model) first.
+    const std::string own = "on-" + std::to_string(a.port());
+    ASSERT_TRUE(eventually([&] {
+        Socket c = router.connect();
+        Reader r(c);
+        c.send(get("/health"));
+        auto m = r.next();
+        return m && m->body.find(own) != std::string::npos;
+    }, 3000ms));
     std::thread slow([&] {
         Socket c = router.connect();
         Reader r(c);
         c.send(post("/v1/completions", R"({"model":"on-)" + std::to_string(a.port()) + R"("})"));
         (void)r.next(true, true, 10000ms);
     });
-    ASSERT_TRUE(eventually([&] { return a.request_count() == 1; }, 3000ms)) << "the slow request did not reach A";
+    if (!eventually([&] { return a.request_count() == 1; }, 3000ms)) {
+        slow.join();
+        FAIL() << "the slow request did not reach A";
+    }
     std::this_thread::sleep_for(100ms);  // a check of A is under way now (every 0.2 s, 0.3 s each)
     router.router().update_config(config_of({&b}), ConfigChange::discovery);
     std::this_thread::sleep_for(600ms);  // that check is answered while A drains
@@ -74,7 +86,10 @@ TEST(ControlPlane, AServerBackBeforeItsDrainEndedIsStillChecked) {
     a.set_health_delay(0ms);
     std::this_thread::sleep_for(200ms);
     const auto before = total_checks(router, a.url());
-    ASSERT_GE(before, 0) << "A is not back in the fleet";
+    if (before < 0) {
+        slow.join();
+        FAIL() << "A is not back in the fleet";
+    }
     EXPECT_TRUE(eventually([&] { return total_checks(router, a.url()) > before + 2; }, 3000ms))
         << "A's checks stopped after it came back: " << before;
     slow.join();

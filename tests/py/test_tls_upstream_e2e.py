@@ -168,3 +168,35 @@ def test_tls_files_are_checked_before_the_router_runs(certs, tmp_path):
         path.write_text(f'[servers]\nservers = [{{ url = "https://127.0.0.1:1", {fields} }}]\n')
         resolved = resolve(path)
         assert any(why in e for e in resolved.errors), (fields, resolved.errors)
+
+
+def test_a_reload_that_tightens_trust_drops_the_pooled_connections(certs, tls_routers):
+    cert, key = certs["self_signed"]
+    router, backend, config = tls_routers(cert, key, tls_verify=False)
+    url = f"http://127.0.0.1:{router.port}/v1/completions"
+    with httpx.Client(timeout=10) as client:
+        assert wait_until(lambda: client.post(url, json={"model": MODEL, "prompt": "x"}).status_code == 200, timeout=5)
+        server = config.servers[0]
+        server.tls_verify = True
+        config.servers = [server]
+        router.update_config(config)
+        assert wait_until(lambda: health_of(router)["tls_verify"] is True, timeout=5)
+        # At once (before any health check could mark the server down): the pooled connection,
+        # opened without verification, must not carry on under the new settings.
+        assert client.post(url, json={"model": MODEL, "prompt": "x"}).status_code != 200
+
+
+def test_an_encrypted_key_is_refused_not_prompted_for(certs, tmp_path):
+    import subprocess
+
+    from vllm_router.settings import resolve
+
+    c = certs["client"]
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(c.key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True)
+    path = tmp_path / "servers.toml"
+    path.write_text(f'[servers]\nservers = [{{ url = "HTTPS://127.0.0.1:1", tls_cert_file = "{c.cert}", '
+                    f'tls_key_file = "{encrypted}" }}]\n')
+    resolved = resolve(path)  # would block on a terminal prompt if OpenSSL asked for the passphrase
+    assert any("is not an unencrypted PEM private key" in e for e in resolved.errors), resolved.errors
