@@ -242,9 +242,11 @@ void ControlPlane::health_cycle(std::function<void()> done) {
                                                             : r.error ? r.why : "HTTP " + std::to_string(r.status);
                                  // A new reason is news (a certificate that stopped verifying); the
                                  // same one again is only for DEBUG.
-                                 if (!ok && why != c->last_error && !why.empty()) {
+                                 if (!ok && why != c->last_error && !why.empty())
                                      event(30, c->config.url, "health check of " + server_label(c->config) + " failed: " + why);
-                                 } else if (!ok && shared_.debug_events.load(std::memory_order_relaxed)) {
+                                 // Every failed check at DEBUG, the first of a reason too (log readers
+                                 // filter the DEBUG lines for a server's history).
+                                 if (!ok && shared_.debug_events.load(std::memory_order_relaxed)) {
                                      event(10, c->config.url,
                                            "health check of " + server_label(c->config) + " failed: " + why + " (" +
                                                std::to_string(c->health.consecutive_failures()) + " in a row)");
