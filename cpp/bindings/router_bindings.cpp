@@ -29,8 +29,7 @@ void bind_router(py::module_& m) {
         std::vector<std::string> errors;
         for (std::size_t i = 0; i < config.servers.size(); ++i) {
             const auto& s = config.servers[i];
-            const auto parts = parse_url(s.url);
-            if (!parts || parts->scheme != "https") continue;
+            if (s.parts.scheme != "https") continue;
             std::string why;
             if (!make_tls_client(tls_client_settings(s, config.settings), &why))
                 errors.push_back("servers[" + std::to_string(i) + "] (" + s.url + "): " + why);

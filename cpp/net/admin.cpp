@@ -101,11 +101,7 @@ LocalAnswer models_answer(const RouterShared& shared, const Fleet& fleet) {
 
 // {"mode":"static"}, or with discovery on where it looks and whether the API server answers.
 std::string discovery_json(const RouterShared& shared) {
-    DiscoveryStatus d;
-    {
-        std::lock_guard lock(shared.discovery_mutex);
-        d = shared.discovery;
-    }
+    const DiscoveryStatus d = shared.discovery_status();
     std::string out = "{\"mode\":";
     append_json_string(out, d.mode);
     if (d.mode != "static") {

@@ -72,10 +72,8 @@ private:
     void on_connect(error_code ec) {
         if (ec) return finish(ec);
         if constexpr (kTls) {
-            if (!prepare_tls_connection(stream_.native_handle(), server_.host, tls_->settings.verify))
+            if (!tls_->prepare(stream_.native_handle(), server_, slot_))
                 return finish(asio::error::invalid_argument, "TLS setup failed: " + tls_failure_reason({}, nullptr));
-            slot_.key = server_.host + ":" + std::to_string(server_.port);
-            tls_->attach(stream_.native_handle(), slot_);
             stream_.async_handshake(asio::ssl::stream_base::client, [self = this->shared_from_this()](error_code ec) {
                 if (ec) {
                     return self->finish(ec, "TLS handshake failed: " + tls_failure_reason(ec, self->stream_.native_handle()));

@@ -186,11 +186,7 @@ std::string render_metrics(const RouterShared& shared) {
     sample(out, "vllm_router_config_reloads_total", "result=\"ok\"", static_cast<double>(shared.reloads_ok.load()));
     sample(out, "vllm_router_config_reloads_total", "result=\"error\"", static_cast<double>(shared.reloads_failed.load()));
     {
-        DiscoveryStatus d;
-        {
-            std::lock_guard lock(shared.discovery_mutex);
-            d = shared.discovery;
-        }
+        const DiscoveryStatus d = shared.discovery_status();
         if (d.mode != "static") {
             header(out, "vllm_router_discovery_connected", "gauge",
                    "1 while the last list or watch of pods reached the API server, else 0 (the last known pods serve).");

@@ -280,10 +280,7 @@ void Router::set_discovery_status(DiscoveryStatus status) {
     impl_->shared.discovery = std::move(status);
 }
 
-DiscoveryStatus Router::discovery_status() const {
-    std::lock_guard lock(impl_->shared.discovery_mutex);
-    return impl_->shared.discovery;
-}
+DiscoveryStatus Router::discovery_status() const { return impl_->shared.discovery_status(); }
 
 std::vector<LogEvent> Router::drain_events() { return impl_->shared.events.drain(); }
 

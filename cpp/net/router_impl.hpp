@@ -182,6 +182,10 @@ struct RouterShared {
     // Set by Python's discovery thread, read by /health and /metrics.
     mutable std::mutex discovery_mutex;
     DiscoveryStatus discovery;
+    DiscoveryStatus discovery_status() const {
+        std::lock_guard lock(discovery_mutex);
+        return discovery;
+    }
     // The router's own troubles, never held against a server.
     std::atomic<std::uint64_t> accept_errors{0};   // accept() failed (out of descriptors, mostly)
     std::atomic<std::uint64_t> fd_exhausted{0};    // a connect or check found no descriptor left

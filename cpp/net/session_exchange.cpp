@@ -268,11 +268,8 @@ void Session::on_connect(error_code ec) {
     if (!up_->tls) return do_upstream_write();
     // https: the handshake is part of connecting; a failed one is a connect failure with its
     // reason, retried on another server like any other.
-    const auto& parts = member_->config.parts;
-    if (!prepare_tls_connection(up_->tls->native_handle(), parts.host, up_->tls_client->settings.verify))
+    if (!up_->tls_client->prepare(up_->tls->native_handle(), member_->config.parts, up_->tls_slot))
         return attempt_failed(Failure::connect, {}, 0, "TLS setup failed: " + tls_failure_reason({}, nullptr));
-    up_->tls_slot.key = parts.host + ":" + std::to_string(parts.port);
-    up_->tls_client->attach(up_->tls->native_handle(), up_->tls_slot);
     up_->tls->async_handshake(asio::ssl::stream_base::client,
                               beast::bind_front_handler(&Session::on_upstream_handshake, shared_from_this()));
 }

@@ -37,6 +37,9 @@ int on_new_session(SSL* ssl, SSL_SESSION* session) {
     return 0;
 }
 
+// SNI, and the name or address the peer's certificate must carry when verifying.
+bool check_peer(SSL* ssl, const std::string& host, bool verify);
+
 // Encrypted keys are refused rather than prompted for on a terminal (which would block).
 int no_passphrase(char*, int, int, void*) { return 0; }
 
@@ -124,7 +127,16 @@ std::shared_ptr<TlsClient> make_tls_client(const TlsClientSettings& settings, st
     return client;
 }
 
-bool prepare_tls_connection(SSL* ssl, const std::string& host, bool verify) {
+bool TlsClient::prepare(SSL* ssl, const UrlParts& server, TlsSessionSlot& slot) {
+    if (!check_peer(ssl, server.host, settings.verify)) return false;
+    slot.key = server.host + ":" + std::to_string(server.port);
+    attach(ssl, slot);
+    return true;
+}
+
+namespace {
+
+bool check_peer(SSL* ssl, const std::string& host, bool verify) {
     boost::system::error_code ec;
     const auto address = boost::asio::ip::make_address(host, ec);
     const bool is_ip = !ec;
@@ -135,6 +147,8 @@ bool prepare_tls_connection(SSL* ssl, const std::string& host, bool verify) {
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     return SSL_set1_host(ssl, host.c_str()) == 1;
 }
+
+}  // namespace
 
 std::string tls_failure_reason(const boost::system::error_code& ec, SSL* ssl) {
     if (!ec) return openssl_errors();  // a setup step OpenSSL refused

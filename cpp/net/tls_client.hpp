@@ -38,12 +38,15 @@ struct TlsClient {
     boost::asio::ssl::context ctx;
     TlsClientSettings settings;
 
-    // Before a handshake: offers the session last stored for `slot.key`, and files the next
-    // one there.
-    void attach(SSL* ssl, TlsSessionSlot& slot);
+    // Before a handshake on `ssl` to `server`: SNI (names only, never for an IP), the name or
+    // address the certificate must carry when verifying, and the session `server` last gave
+    // (filing the next one in `slot`). False when OpenSSL refuses them (its queue says why).
+    bool prepare(SSL* ssl, const UrlParts& server, TlsSessionSlot& slot);
     void store(const std::string& key, SSL_SESSION* session);  // takes ownership
 
 private:
+    void attach(SSL* ssl, TlsSessionSlot& slot);
+
     std::mutex mutex_;
     std::unordered_map<std::string, SSL_SESSION*> sessions_;
 };
@@ -51,10 +54,6 @@ private:
 // A context for `settings`; nullptr with `error` set when a file cannot be used (not PEM, a key
 // that does not match its certificate).
 std::shared_ptr<TlsClient> make_tls_client(const TlsClientSettings& settings, std::string* error);
-
-// Before the handshake on `ssl`: SNI (names only, never for an IP) and the name or address the
-// peer's certificate must carry when verification is on. False when OpenSSL refuses them.
-bool prepare_tls_connection(SSL* ssl, const std::string& host, bool verify);
 
 // Before an established TLS connection is freed without a close_notify (the router closes TCP):
 // keeps its session resumable.

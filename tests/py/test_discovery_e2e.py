@@ -22,7 +22,7 @@ import pytest
 from conftest import free_port, wait_until
 from support import Load, stop_process
 from support.kube_api import KubeAPI, make_pod
-from vllm_router.discovery import Discovery, ServerSet
+from vllm_router.discovery import Discovery, ServerSet, kubernetes_api
 from vllm_router.discovery.watch import PodWatcher
 
 MODEL = "sim-model"
@@ -290,13 +290,7 @@ class _Sink:
 
 
 def _api(kube: KubeAPI, tmp_path: Path) -> Any:
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kube.kubeconfig(tmp_path / "kubeconfig")),
-                            client_configuration=configuration)
-    configuration.retries = 0
-    return client.CoreV1Api(client.ApiClient(configuration))
+    return kubernetes_api(str(kube.kubeconfig(tmp_path / "kubeconfig")))  # the router's own loader
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ server). The C++ router never talks to Kubernetes: it gets whole server sets, as
 (discovery/fleet.py).
 
 The client's configuration: in a pod, its service account (in-cluster); elsewhere the kubeconfig
-($KUBECONFIG, else ~/.kube/config). Neither is a configuration error: the router does not start
-and says why. An API server that does not answer is not an error: the router starts, /health and
-the log say so, and the watch keeps trying.
+($KUBECONFIG, else ~/.kube/config). With neither, the router does not start, and says why. An API
+server that does not answer is not an error: the router starts, /health and the log say so, and
+the watch keeps trying.
 
 A reload that changes the discovery keys restarts the watch with the new ones.
 """
@@ -46,8 +46,9 @@ def own_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str:
     return text or "default"
 
 
-def kubernetes_api() -> Any:
-    """A CoreV1Api of its own (not the client's global default): in-cluster, else kubeconfig."""
+def kubernetes_api(kubeconfig: str | None = None) -> Any:
+    """A CoreV1Api of its own (not the client's global default): in-cluster, else the kubeconfig
+    (`kubeconfig`, else $KUBECONFIG, else ~/.kube/config)."""
     try:
         from kubernetes import client, config
     except ImportError:
@@ -59,11 +60,11 @@ def kubernetes_api() -> Any:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException as in_cluster:
         try:
-            config.load_kube_config(client_configuration=configuration)
-        except (config.ConfigException, OSError) as kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        except (config.ConfigException, OSError) as no_kubeconfig:
             raise DiscoveryError(
                 "--service-discovery k8s: no Kubernetes configuration: not in a pod "
-                f"({in_cluster}) and no usable kubeconfig ({kubeconfig})") from None
+                f"({in_cluster}) and no usable kubeconfig ({no_kubeconfig})") from None
     # No retries inside urllib3 (three, each logged): the watch has its own back-off.
     configuration.retries = 0
     return client.CoreV1Api(client.ApiClient(configuration))
